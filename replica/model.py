@@ -1,0 +1,149 @@
+"""Base model and tokenizer loading: device/dtype choice, quantization, chat template, tool parsing.
+
+Every stage (train, eval, serve) loads the base through here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from trl.chat_template_utils import add_response_schema, get_training_chat_template, has_generation_markers
+
+from replica.artifacts import sha256_text
+from replica.config import ModelConfig
+from replica.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """Where and in which precision the model runs."""
+
+    device: str  # "cuda" or "cpu"
+    dtype: torch.dtype
+
+    @property
+    def bf16(self) -> bool:
+        return self.dtype == torch.bfloat16
+
+    @property
+    def fp16(self) -> bool:
+        return self.dtype == torch.float16
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(config: ModelConfig) -> DeviceChoice:
+    """`auto`: CUDA when available (bf16 where supported, else fp16), else CPU in fp32.
+
+    Asking for CUDA without one is a UserError; the choice is logged.
+    """
+    has_cuda = torch.cuda.is_available()
+    if config.device == "cuda" and not has_cuda:
+        raise UserError("model.device: cuda was requested but no CUDA device is available (use auto or cpu)")
+    device = "cuda" if config.device == "cuda" or (config.device == "auto" and has_cuda) else "cpu"
+    if config.dtype != "auto":
+        dtype = _DTYPES[config.dtype]
+        if device == "cpu" and dtype == torch.float16:
+            raise UserError("model.dtype: float16 is not supported for training on CPU (use float32 or auto)")
+    elif device == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        dtype = torch.float32
+    log.info("device: %s, dtype: %s (model.device=%s)", device, str(dtype).removeprefix("torch."), config.device)
+    return DeviceChoice(device=device, dtype=dtype)
+
+
+def resolve_base_path(config: ModelConfig) -> str:
+    """The path or hub id the base loads from; a `build:` base must have been built already."""
+    if config.build:
+        from replica.train.base import built_base_dir  # local import: train depends on model, not the reverse
+
+        path = built_base_dir(config.build)
+        if not (path / "config.json").exists():
+            raise UserError(f"model.build: base from {config.build} is not built yet (run `replica base build`)")
+        return str(path)
+    return config.name_or_path
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerBase:
+    """Load a tokenizer and make it ready for training and tool use (pad token, response parser)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    except OSError as err:
+        raise UserError(f"model.name_or_path: cannot load tokenizer from {name_or_path!r} ({err})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    _add_response_parser(tokenizer)
+    return tokenizer
+
+
+def _add_response_parser(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Attach TRL's tool-call response parser when the template family is known."""
+    if getattr(tokenizer, "response_template", None) or getattr(tokenizer, "response_schema", None):
+        return
+    try:
+        add_response_schema(tokenizer)
+    except ValueError:
+        log.info("no known response parser for this chat template; tool calls will not be parsed")
+
+
+def training_chat_template(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The chat template used for training: the model's own if it marks assistant turns for loss
+    masking (`{% generation %}`), else TRL's training template for that family."""
+    template = tokenizer.chat_template
+    if template is None:
+        raise UserError("the tokenizer has no chat template; replica trains on chat-formatted data")
+    if has_generation_markers(template):
+        return template
+    try:
+        patched = get_training_chat_template(tokenizer)
+    except ValueError as err:
+        raise UserError(f"chat template has no generation markers and TRL has no training version: {err}") from None
+    return patched or template
+
+
+def template_hash(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Content hash of the chat template, recorded in replica.json and checked at load."""
+    return sha256_text(tokenizer.chat_template or "")
+
+
+def load_base_model(config: ModelConfig, choice: DeviceChoice, name_or_path: str | None = None) -> PreTrainedModel:
+    """Load the base causal LM on the chosen device, optionally 4-bit quantized (QLoRA)."""
+    path = name_or_path or resolve_base_path(config)
+    kwargs: dict = {"dtype": choice.dtype, "revision": config.revision}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    if config.quantization == "4bit":
+        kwargs["quantization_config"] = _four_bit_config(choice)
+    if not Path(path).exists() and "/" not in path:
+        raise UserError(f"model.name_or_path: {path!r} is neither a local directory nor a hub id (org/name)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise UserError(f"model.name_or_path: cannot load {path!r} ({err})") from None
+    return model.to(choice.device) if config.quantization == "none" else model
+
+
+def _four_bit_config(choice: DeviceChoice):
+    """QLoRA needs CUDA and bitsandbytes: fail clearly before any weights load."""
+    if choice.device != "cuda":
+        raise UserError("model.quantization: 4bit needs a CUDA device; none is in use")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("model.quantization: 4bit needs the bitsandbytes package (pip install bitsandbytes)") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=choice.dtype,
+    )

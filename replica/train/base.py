@@ -1,0 +1,228 @@
+"""Builds the tiny offline base model: a locally trained tokenizer plus a small Qwen2 model.
+
+Nothing is downloaded. The tokenizer is byte-level BPE with digits split one per token (so a
+small model can copy ids), the special tokens and chat template of Qwen2.5 (a real family with
+tool calling, so TRL's training template and response parser apply unchanged). The model is
+built from a config and, when `pretrain.steps > 0`, trained from scratch with TRL's SFTTrainer
+on contributor-neutral conversations. The result is cached under a key of the build config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from replica.artifacts import atomic_directory, atomic_write_json, canonical_json, sha256_text, utc_now
+from replica.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Qwen2.5's special tokens; `<tool_call>` and friends are plain added tokens as in Qwen's own vocab.
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<tools>", "</tools>"]
+
+
+class PretrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(0, ge=0, description="0 = random initialization only.")
+    learning_rate: float = Field(3e-3, gt=0)
+    batch_size: int = Field(16, gt=0)
+    max_length: int = Field(512, gt=0)
+
+
+class BaseBuildConfig(BaseModel):
+    """configs/demo_base.yaml: how to build the tiny base (its hash keys the cache)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["base_build"] = "base_build"
+    name: str = Field("tiny-qwen2", pattern=r"^[a-z0-9_.-]{1,64}$")
+    corpus: list[str] = Field(description="JSONL files of contributor-neutral conversations ({messages, tools}).")
+    vocab_size: int = Field(1024, ge=300)
+    hidden_size: int = Field(64, gt=0)
+    num_hidden_layers: int = Field(2, gt=0)
+    num_attention_heads: int = Field(4, gt=0)
+    num_key_value_heads: int = Field(2, gt=0)
+    intermediate_size: int = Field(128, gt=0)
+    max_position_embeddings: int = Field(2048, gt=0)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    seed: int = 0
+    cache_dir: str = Field(".cache/bases", description="Built bases go to <cache_dir>/<name>-<hash>/.")
+
+
+def load_build_config(path: str | Path) -> BaseBuildConfig:
+    """Read and validate a base-build YAML; corpus paths are relative to the file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: base-build config not found")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw["corpus"] = [str(_relative_to(path, item)) for item in raw.get("corpus") or []]
+    try:
+        return BaseBuildConfig.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"{path}: {key}: {first['msg']}; found {first.get('input')!r}") from None
+
+
+def _relative_to(config_path: Path, item: str) -> Path:
+    candidate = Path(item)
+    return candidate if candidate.is_absolute() or candidate.exists() else config_path.parent / item
+
+
+def build_key(config: BaseBuildConfig) -> str:
+    """Hash of the build config and the corpus contents: same inputs, same cached base."""
+    corpus_hashes = [sha256_text(Path(p).read_text(encoding="utf-8")) for p in config.corpus]
+    payload = config.model_dump(mode="json", exclude={"cache_dir"}) | {"corpus": corpus_hashes}
+    return sha256_text(canonical_json(payload))[:12]
+
+
+def built_base_dir(build_path: str | Path) -> Path:
+    config = load_build_config(build_path)
+    return Path(config.cache_dir) / f"{config.name}-{build_key(config)}"
+
+
+def ensure_base(build_path: str | Path, rebuild: bool = False) -> Path:
+    """Return the built base directory, building it first if missing (or if `rebuild`)."""
+    config = load_build_config(build_path)
+    target = Path(config.cache_dir) / f"{config.name}-{build_key(config)}"
+    if (target / "build.json").exists() and not rebuild:
+        log.info("base: reusing %s", target)
+        return target
+    log.info("base: building %s", target)
+    with atomic_directory(target) as tmp:
+        conversations = read_corpus(config.corpus)
+        tokenizer = train_tokenizer(conversations, config.vocab_size)
+        model = init_model(config, tokenizer)
+        if config.pretrain.steps:
+            model = pretrain(model, tokenizer, conversations, config, tmp / "_trainer")
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "build.json", {"config": config.model_dump(mode="json"), "built_at": utc_now()})
+    return target
+
+
+def read_corpus(paths: list[str]) -> list[dict]:
+    """Conversations ({messages, tools?}) from JSONL files."""
+    rows = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{path}:{number}: corpus line is not JSON ({err.msg})") from None
+                if "messages" not in row:
+                    raise UserError(f"{path}:{number}: corpus row needs a 'messages' list")
+                rows.append({"messages": row["messages"], "tools": row.get("tools")})
+    if not rows:
+        raise UserError(f"base corpus {paths} holds no conversations")
+    return rows
+
+
+def _corpus_text(conversations: list[dict]):
+    for row in conversations:
+        if row.get("tools"):
+            yield json.dumps(row["tools"])
+        for message in row["messages"]:
+            yield message.get("content") or ""
+            for call in message.get("tool_calls") or []:
+                yield json.dumps(call.get("function", call))
+
+
+def train_tokenizer(conversations: list[dict], vocab_size: int):
+    """Byte-level BPE trained locally; digits stay one per token, as in Qwen and Llama."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(_corpus_text(conversations), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.add_tokens(ADDED_TOKENS)
+    tokenizer.chat_template = qwen2_5_chat_template
+    return tokenizer
+
+
+def init_model(config: BaseBuildConfig, tokenizer):
+    """A randomly initialized Qwen2 causal LM of the configured size."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(config.seed)
+    model_config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_position_embeddings,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    return Qwen2ForCausalLM(model_config)
+
+
+def pretrain(model, tokenizer, conversations: list[dict], config: BaseBuildConfig, work_dir: Path):
+    """Full-parameter SFT of the fresh model on neutral conversations (TRL's SFTTrainer)."""
+    from datasets import Dataset, Features, Json, List
+    from trl import SFTConfig, SFTTrainer
+
+    from replica.model import training_chat_template
+
+    features = Features({"messages": List(Json()), "tools": Json()})
+    dataset = Dataset.from_list(conversations, features=features)
+    args = SFTConfig(
+        output_dir=str(work_dir),
+        max_steps=config.pretrain.steps,
+        learning_rate=config.pretrain.learning_rate,
+        per_device_train_batch_size=config.pretrain.batch_size,
+        max_length=config.pretrain.max_length,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, config.pretrain.steps // 20),
+        logging_steps=max(1, config.pretrain.steps // 10),
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        assistant_only_loss=True,
+        chat_template_path=None,
+        use_cpu=not _cuda(),
+        dataloader_num_workers=0,
+    )
+    tokenizer.chat_template = training_chat_template(tokenizer)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    tokenizer.chat_template = qwen2_5_chat_template  # ship the model's own template, not the training one
+    return trainer.model
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -51,10 +51,20 @@ class InputConfig(Section):
 
     path: str
     format: Literal[
-        "auto", "replica", "openai", "sharegpt", "llamafactory_pref", "trl_pref", "ultrafeedback", "hh", "hf_disk"
+        "auto",
+        "replica",
+        "openai",
+        "sharegpt",
+        "llamafactory_pref",
+        "trl_pref",
+        "ultrafeedback",
+        "hh",
+        "hf_disk",
     ] = "auto"
     contributor: str | None = Field(
-        None, pattern=SLUG_PATTERN, description="Contributor to attribute records to when the file does not say."
+        None,
+        pattern=SLUG_PATTERN,
+        description="Contributor to attribute records to when the file does not say.",
     )
 
 
@@ -86,7 +96,9 @@ class DataConfig(Section):
 
         for item in value or []:
             if not re.match(SLUG_PATTERN, item):
-                raise ValueError(f"contributor id {item!r} is not a slug (lowercase letters, digits, - and _)")
+                raise ValueError(
+                    f"contributor id {item!r} is not a slug (lowercase letters, digits, - and _)"
+                )
         return value
 
 
@@ -101,7 +113,9 @@ class LoraConfig(Section):
 class SftConfig(Section):
     learning_rate: float = Field(2e-4, gt=0)
     epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="-1: run `epochs`; otherwise stop after this many optimizer steps.")
+    max_steps: int = Field(
+        -1, description="-1: run `epochs`; otherwise stop after this many optimizer steps."
+    )
     batch_size: int = Field(8, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
     max_length: int = Field(1024, gt=0)
@@ -112,7 +126,9 @@ class SftConfig(Section):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     lr_scheduler_type: str = "linear"
     logging_steps: int = Field(10, gt=0)
-    eval_steps: int | None = Field(None, description="Evaluate held-out loss every N steps (default: per epoch).")
+    eval_steps: int | None = Field(
+        None, description="Evaluate held-out loss every N steps (default: per epoch)."
+    )
     save_steps: int = Field(50, gt=0, description="Checkpoint every N steps (resume after a crash).")
     report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = "none"
 

@@ -56,7 +56,9 @@ def resolve_device(config: ModelConfig) -> DeviceChoice:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
         dtype = torch.float32
-    log.info("device: %s, dtype: %s (model.device=%s)", device, str(dtype).removeprefix("torch."), config.device)
+    log.info(
+        "device: %s, dtype: %s (model.device=%s)", device, str(dtype).removeprefix("torch."), config.device
+    )
     return DeviceChoice(device=device, dtype=dtype)
 
 
@@ -67,7 +69,9 @@ def resolve_base_path(config: ModelConfig) -> str:
 
         path = built_base_dir(config.build)
         if not (path / "config.json").exists():
-            raise UserError(f"model.build: base from {config.build} is not built yet (run `replica base build`)")
+            raise UserError(
+                f"model.build: base from {config.build} is not built yet (run `replica base build`)"
+            )
         return str(path)
     return config.name_or_path
 
@@ -105,7 +109,9 @@ def training_chat_template(tokenizer: PreTrainedTokenizerBase) -> str:
     try:
         patched = get_training_chat_template(tokenizer)
     except ValueError as err:
-        raise UserError(f"chat template has no generation markers and TRL has no training version: {err}") from None
+        raise UserError(
+            f"chat template has no generation markers and TRL has no training version: {err}"
+        ) from None
     return patched or template
 
 
@@ -114,7 +120,9 @@ def template_hash(tokenizer: PreTrainedTokenizerBase) -> str:
     return sha256_text(tokenizer.chat_template or "")
 
 
-def load_base_model(config: ModelConfig, choice: DeviceChoice, name_or_path: str | None = None) -> PreTrainedModel:
+def load_base_model(
+    config: ModelConfig, choice: DeviceChoice, name_or_path: str | None = None
+) -> PreTrainedModel:
     """Load the base causal LM on the chosen device, optionally 4-bit quantized (QLoRA)."""
     path = name_or_path or resolve_base_path(config)
     kwargs: dict = {"dtype": choice.dtype, "revision": config.revision}
@@ -138,7 +146,9 @@ def _four_bit_config(choice: DeviceChoice):
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise UserError("model.quantization: 4bit needs the bitsandbytes package (pip install bitsandbytes)") from None
+        raise UserError(
+            "model.quantization: 4bit needs the bitsandbytes package (pip install bitsandbytes)"
+        ) from None
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(

@@ -16,7 +16,10 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_defaults_yaml_and_set_precedence(tmp_path):
-    write(tmp_path / "parent.yaml", "model: {name_or_path: org/base}\nsft: {learning_rate: 1.0e-3, batch_size: 4}\n")
+    write(
+        tmp_path / "parent.yaml",
+        "model: {name_or_path: org/base}\nsft: {learning_rate: 1.0e-3, batch_size: 4}\n",
+    )
     child = write(tmp_path / "child.yaml", "extends: parent.yaml\nsft: {batch_size: 2}\n")
     config = load_config(child, ["sft.learning_rate=2e-4", "lora.r=8"])
     assert config.sft.learning_rate == 2e-4  # --set beats YAML

@@ -41,7 +41,9 @@ class BaseBuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["base_build"] = "base_build"
     name: str = Field("tiny-qwen2", pattern=r"^[a-z0-9_.-]{1,64}$")
-    corpus: list[str] = Field(description="JSONL files of contributor-neutral conversations ({messages, tools}).")
+    corpus: list[str] = Field(
+        description="JSONL files of contributor-neutral conversations ({messages, tools})."
+    )
     vocab_size: int = Field(1024, ge=300)
     hidden_size: int = Field(64, gt=0)
     num_hidden_layers: int = Field(2, gt=0)
@@ -102,7 +104,9 @@ def ensure_base(build_path: str | Path, rebuild: bool = False) -> Path:
             model = pretrain(model, tokenizer, conversations, config, tmp / "_trainer")
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "build.json", {"config": config.model_dump(mode="json"), "built_at": utc_now()})
+        atomic_write_json(
+            tmp / "build.json", {"config": config.model_dump(mode="json"), "built_at": utc_now()}
+        )
     return target
 
 

@@ -116,3 +116,40 @@ def prepare_run_dir(run_dir: str | Path, resolved_config_yaml: str) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", resolved_config_yaml)
     return run_dir
+
+
+# --------------------------------------------------------------------------- replicas (readers for agents/eval)
+
+REPLICA_STAGES = ("sft", "dpo")  # training order: a later stage supersedes an earlier one
+MANIFEST_NAME = "replica.json"
+
+
+def replica_dir(run_dir: str | Path, contributor: str, stage: str) -> Path:
+    """Where a contributor's published adapter of `stage` lives: <run_dir>/replicas/<contributor>/<stage>."""
+    if stage not in REPLICA_STAGES:
+        raise ValueError(f"stage: expected one of {', '.join(REPLICA_STAGES)}, found {stage!r}")
+    if not contributor or "/" in contributor or contributor.startswith("."):
+        raise ValueError(f"contributor: expected a slug id, found {contributor!r}")
+    return Path(run_dir) / "replicas" / contributor / stage
+
+
+def is_published(path: str | Path) -> bool:
+    """A stage directory counts only once its manifest is in place (it is renamed in whole)."""
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
+def final_stage(run_dir: str | Path, contributor: str) -> str | None:
+    """The latest published stage of a contributor's replica (`dpo` over `sft`), or None."""
+    for stage in reversed(REPLICA_STAGES):
+        if is_published(replica_dir(run_dir, contributor, stage)):
+            return stage
+    return None
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read a replica's `replica.json`; `path` is the stage directory or the file itself."""
+    path = Path(path)
+    file = path / MANIFEST_NAME if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no replica manifest (is the stage published?)")
+    return read_json(file)

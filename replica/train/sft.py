@@ -1,0 +1,98 @@
+"""SFT stage: a LoRA adapter trained on one contributor's demonstrations with TRL's SFTTrainer.
+
+Reads top to bottom: config -> data -> trainer -> train (resuming) -> save + manifest.
+Loss falls on assistant turns only (`assistant_only_loss` with the training chat template's
+generation markers, end-of-turn token included); tool results and user turns carry none.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from peft import PeftModel
+from transformers import set_seed
+from trl import SFTConfig, SFTTrainer
+
+from replica.artifacts import utc_now
+from replica.errors import UserError
+from replica.train.args import common_args
+from replica.train.checkpoints import last_complete_checkpoint
+from replica.train.context import TrainContext
+from replica.train.data import check_one_contributor, load_split
+from replica.train.lora import peft_lora_config
+from replica.train.manifest import StageRecord, record_hashes
+from replica.train.metrics import stage_metrics
+from replica.train.publish import publish_stage
+
+log = logging.getLogger(__name__)
+
+
+def sft_args(ctx: TrainContext, contributor: str, has_eval: bool) -> SFTConfig:
+    """TRL's SFTConfig for one contributor, from the run config's `sft:` section."""
+    sft = ctx.config.sft
+    return SFTConfig(
+        **common_args(sft, ctx.choice, ctx.checkpoint_dir(contributor, "sft"), ctx.config.seed, has_eval),
+        assistant_only_loss=True,
+        # Packing and padding-free see one contributor's dataset only: no block mixes two contributors.
+        packing=sft.packing,
+        padding_free=sft.padding_free,
+        train_sampling_strategy="group_by_length" if sft.group_by_length else "random",
+        gradient_checkpointing=sft.gradient_checkpointing,
+        warmup_steps=sft.warmup_ratio,  # transformers 5: a float < 1 is a fraction of all steps
+        lr_scheduler_type=sft.lr_scheduler_type,
+    )
+
+
+def train_sft(ctx: TrainContext, contributor: str) -> Path:
+    """Train, checkpoint (resuming from the last whole checkpoint) and publish the SFT adapter."""
+    started = utc_now()
+    train = load_split(ctx.config.prepared_dir, contributor, "sft/train")
+    if train is None or len(train) == 0:
+        raise UserError(f"{ctx.config.prepared_dir}/{contributor}/sft/train: no demonstrations to train on")
+    heldout = load_split(ctx.config.prepared_dir, contributor, "sft/heldout")
+    heldout = heldout if heldout is not None and len(heldout) else None
+    for name, split in (("sft/train", train), ("sft/heldout", heldout)):
+        if split is not None:
+            check_one_contributor(split, contributor, f"{ctx.config.prepared_dir}/{contributor}/{name}")
+
+    set_seed(ctx.config.seed)  # the LoRA init draws from it: same seed, same starting adapter
+    args = sft_args(ctx, contributor, heldout is not None)
+    trainer = SFTTrainer(
+        model=ctx.base_model(),
+        args=args,
+        train_dataset=train,
+        eval_dataset=heldout,
+        processing_class=ctx.tokenizer,
+        peft_config=peft_lora_config(ctx.config.lora),
+    )
+    resume = last_complete_checkpoint(args.output_dir)
+    if resume:
+        log.info("%s/sft: resuming from %s", contributor, resume)
+    trainer.train(resume_from_checkpoint=resume)
+    record = StageRecord(
+        contributor=contributor,
+        stage="sft",
+        started_at=started,
+        hyperparameters={
+            "seed": ctx.config.seed,
+            "lora": ctx.config.lora.model_dump(mode="json"),
+            "sft": ctx.config.sft.model_dump(mode="json"),
+        },
+        train_hashes=record_hashes(train),
+        heldout_hashes=record_hashes(heldout),
+        counts={"sft/train": len(train), "sft/heldout": len(heldout) if heldout is not None else 0},
+        metrics=stage_metrics(trainer, heldout is not None),
+        resumed_from=Path(resume).name if resume else None,
+    )
+    path = publish_stage(ctx, trainer, record)
+    release_base(ctx, trainer)
+    return path
+
+
+def release_base(ctx: TrainContext, trainer) -> None:
+    """Strip the stage's LoRA layers off the shared base so the next stage starts clean."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(model, PeftModel):
+        ctx.return_base(model.unload())
+    trainer.accelerator.free_memory()

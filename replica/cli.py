@@ -75,6 +75,43 @@ def base_build(
     print(ensure_base(build_config, rebuild=rebuild))
 
 
+# --------------------------------------------------------------------------- train
+
+
+@app.command("train")
+def train(
+    config: Path = ConfigArg,
+    contributor: list[str] = typer.Option(None, "--contributor", help="Only this contributor (repeatable)."),
+    stage: str = typer.Option("all", "--stage", help="sft, dpo or all (sft then dpo)."),
+    set_: list[str] = SetOpt,
+    shard: str = typer.Option(None, "--shard", help="K/N: train a deterministic 1/N of the contributors."),
+) -> None:
+    """Train each contributor's replica: LoRA SFT, then DPO from it. Rerun to resume after a crash."""
+    from replica.config import load_config
+    from replica.train.pipeline import run_training
+    from replica.train.shard import parse_shard
+
+    summary = run_training(
+        load_config(config, set_), contributor or None, stage, parse_shard(shard) if shard else None
+    )
+    from replica.train.distributed import is_main_process
+
+    if is_main_process():
+        for item in summary.outcomes:
+            console.print(f"{item.contributor:<20} {item.stage:<4} {item.status:<18} {item.detail}")
+        console.print(f"run: {summary.run_dir}  registry: {summary.registry}")
+
+
+@app.command("list")
+def list_(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo.")) -> None:
+    """List every replica of a run (registry rebuilt from the replica.json files)."""
+    from replica.train.registry import format_table, list_replicas
+
+    if not (run_dir / "replicas").is_dir():
+        raise UserError(f"{run_dir}: no replicas/ directory (is this a run directory? run `replica train`)")
+    print(format_table(list_replicas(run_dir)), end="")
+
+
 # --------------------------------------------------------------------------- entry point
 
 

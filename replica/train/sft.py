@@ -44,32 +44,28 @@ def sft_args(ctx: TrainContext, contributor: str, has_eval: bool) -> SFTConfig:
     )
 
 
-def train_sft(ctx: TrainContext, contributor: str) -> Path:
-    """Train, checkpoint (resuming from the last whole checkpoint) and publish the SFT adapter."""
+def build_sft_trainer(ctx: TrainContext, contributor: str) -> tuple[SFTTrainer, StageRecord]:
+    """The SFTTrainer over a fresh LoRA on the shared base, and the stage's manifest record."""
     started = utc_now()
-    train = load_split(ctx.config.prepared_dir, contributor, "sft/train")
+    prepared = ctx.config.prepared_dir
+    train = load_split(prepared, contributor, "sft/train")
     if train is None or len(train) == 0:
-        raise UserError(f"{ctx.config.prepared_dir}/{contributor}/sft/train: no demonstrations to train on")
-    heldout = load_split(ctx.config.prepared_dir, contributor, "sft/heldout")
+        raise UserError(f"{prepared}/{contributor}/sft/train: no demonstrations to train on")
+    heldout = load_split(prepared, contributor, "sft/heldout")
     heldout = heldout if heldout is not None and len(heldout) else None
     for name, split in (("sft/train", train), ("sft/heldout", heldout)):
         if split is not None:
-            check_one_contributor(split, contributor, f"{ctx.config.prepared_dir}/{contributor}/{name}")
+            check_one_contributor(split, contributor, f"{prepared}/{contributor}/{name}")
 
     set_seed(ctx.config.seed)  # the LoRA init draws from it: same seed, same starting adapter
-    args = sft_args(ctx, contributor, heldout is not None)
     trainer = SFTTrainer(
         model=ctx.base_model(),
-        args=args,
+        args=sft_args(ctx, contributor, heldout is not None),
         train_dataset=train,
         eval_dataset=heldout,
         processing_class=ctx.tokenizer,
         peft_config=peft_lora_config(ctx.config.lora),
     )
-    resume = last_complete_checkpoint(args.output_dir)
-    if resume:
-        log.info("%s/sft: resuming from %s", contributor, resume)
-    trainer.train(resume_from_checkpoint=resume)
     record = StageRecord(
         contributor=contributor,
         stage="sft",
@@ -82,9 +78,19 @@ def train_sft(ctx: TrainContext, contributor: str) -> Path:
         train_hashes=record_hashes(train),
         heldout_hashes=record_hashes(heldout),
         counts={"sft/train": len(train), "sft/heldout": len(heldout) if heldout is not None else 0},
-        metrics=stage_metrics(trainer, heldout is not None),
-        resumed_from=Path(resume).name if resume else None,
     )
+    return trainer, record
+
+
+def train_sft(ctx: TrainContext, contributor: str) -> Path:
+    """Train, checkpoint (resuming from the last whole checkpoint) and publish the SFT adapter."""
+    trainer, record = build_sft_trainer(ctx, contributor)
+    resume = last_complete_checkpoint(trainer.args.output_dir)
+    if resume:
+        log.info("%s/sft: resuming from %s", contributor, resume)
+    trainer.train(resume_from_checkpoint=resume)
+    record.metrics = stage_metrics(trainer, trainer.eval_dataset is not None)
+    record.resumed_from = Path(resume).name if resume else None
     path = publish_stage(ctx, trainer, record)
     release_base(ctx, trainer)
     return path

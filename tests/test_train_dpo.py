@@ -1,0 +1,58 @@
+"""DPO stage: starts from the SFT adapter, which is also the reference policy (not the bare base)."""
+
+from __future__ import annotations
+
+import torch
+from safetensors.torch import load_file
+from train_fixtures import write_config, write_prepared
+
+from replica.artifacts import final_stage, read_manifest, replica_dir
+from replica.config import load_config
+from replica.train.context import build_context
+from replica.train.dpo import build_dpo_trainer, train_dpo
+from replica.train.sft import train_sft
+
+
+def _sequence_logps(model, batch) -> torch.Tensor:
+    """Summed log-probs of the completion tokens, computed independently of TRL."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logps = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    return (logps * batch["completion_mask"][:, 1:]).sum(-1)
+
+
+def test_dpo_trains_from_sft_with_the_sft_adapter_as_reference(tmp_path, tiny_base_dir):
+    prepared = write_prepared(tmp_path / "prepared", {"alice": {"sft": 8, "pref": 8}})
+    # A high SFT learning rate so the SFT adapter is far from the base: the two references differ.
+    config = load_config(write_config(tmp_path, tiny_base_dir, prepared, sft={"learning_rate": 3e-2}))
+    ctx = build_context(config)
+    sft_path = train_sft(ctx, "alice")
+
+    trainer, _ = build_dpo_trainer(ctx, "alice")
+    batch = next(iter(trainer.get_train_dataloader()))
+    ref_logps = trainer.compute_ref_log_probs(trainer.model, batch)
+    ref = torch.cat([ref_logps[0], ref_logps[1]]) if isinstance(ref_logps, tuple) else ref_logps
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    with model.disable_adapter():
+        base = _sequence_logps(model, batch)
+    model.set_adapter("default")  # the SFT adapter as loaded, before any DPO step
+    sft = _sequence_logps(model, batch)
+    assert torch.allclose(ref, sft, atol=1e-3), (ref, sft)
+    assert not torch.allclose(ref, base, atol=1e-2), "reference equals the bare base"
+    from replica.train.sft import release_base
+
+    release_base(ctx, trainer)
+
+    path = train_dpo(ctx, "alice")
+    assert path == replica_dir(config.run_dir, "alice", "dpo")
+    sft_w = load_file(str(sft_path / "adapter_model.safetensors"))
+    dpo_w = load_file(str(path / "adapter_model.safetensors"))
+    assert sft_w.keys() == dpo_w.keys()
+    assert any(not torch.equal(sft_w[k], dpo_w[k]) for k in sft_w), "DPO did not move the adapter"
+    assert not (path / "ref").exists()
+    manifest = read_manifest(path)
+    assert manifest["stage"] == "dpo" and manifest["parent"]["stage"] == "sft"
+    assert manifest["hyperparameters"]["dpo"]["loss_type"] == "sigmoid"
+    assert len(manifest["records"]["train"]) == 6
+    assert "eval_loss" in manifest["metrics"]
+    assert final_stage(config.run_dir, "alice") == "dpo"

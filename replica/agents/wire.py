@@ -1,0 +1,121 @@
+"""The OpenAI wire format and HTTP plumbing of the server: errors, body limit, streamed text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def response(self) -> JSONResponse:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        body = {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse({"error": body}, status_code=self.status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before anything reads it.
+
+    A declared Content-Length is checked up front; a chunked body is counted as it arrives.
+    """
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(scope, receive, send)
+        body = bytearray()
+        while True:  # read the whole body first (bounded), then replay it to the app
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                return await self._too_large(scope, receive, send)
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def _too_large(self, scope, receive, send) -> None:
+        error = ApiError(413, f"request body is larger than the limit of {self.limit} bytes (max_body_bytes)")
+        await error.response()(scope, receive, send)
+
+
+def openai_message(message: dict[str, Any]) -> dict[str, Any]:
+    """An assistant message in OpenAI wire format: tool-call arguments as JSON text."""
+    out: dict[str, Any] = {"role": "assistant", "content": message.get("content") or None}
+    if message.get("tool_calls"):
+        out["tool_calls"] = [
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {
+                    "name": call["function"]["name"],
+                    "arguments": json.dumps(call["function"].get("arguments", {})),
+                },
+            }
+            for call in message["tool_calls"]
+        ]
+    return out
+
+
+class ContentHoldback:
+    """Streams a reply's text but holds back whatever may be the start of a tool call.
+
+    OpenAI streams tool calls as structured deltas, not text: once the tool-call marker appears,
+    the rest is parsed at the end and sent as `tool_calls`. Text before it streams as content.
+    """
+
+    def __init__(self, marker: str | None) -> None:
+        self.marker = marker
+        self.text = ""
+        self.sent = 0
+        self.held = False
+
+    def push(self, piece: str) -> str:
+        """Add generated text; return the part that can safely go out as content now."""
+        self.text += piece
+        if self.held:
+            return ""
+        end = len(self.text)
+        if self.marker:
+            found = self.text.find(self.marker)
+            if found >= 0:
+                self.held, end = True, found
+            else:
+                end -= self._partial_marker()
+        out, self.sent = self.text[self.sent : end], max(self.sent, end)
+        return out
+
+    def rest(self, final_content: str) -> str:
+        """Content still owed at the end (the parsed reply's content past what was sent)."""
+        sent = self.text[: self.sent]
+        return final_content[len(sent) :] if final_content.startswith(sent) else ""
+
+    def _partial_marker(self) -> int:
+        """Length of the longest tail of the text that begins the marker."""
+        for size in range(min(len(self.marker), len(self.text)), 0, -1):
+            if self.marker.startswith(self.text[-size:]):
+                return size
+        return 0

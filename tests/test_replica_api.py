@@ -33,7 +33,7 @@ def test_twenty_replicas_share_one_base(tiny_base_dir, tmp_path):
 def test_template_at_load_is_the_one_recorded_in_training(serve_run):
     replica = load_replica(serve_run, "alice", device="cpu")
     recorded = json.loads((serve_run / "replicas/alice/sft/replica.json").read_text())
-    assert template_hash(replica.tokenizer) == recorded["base"]["chat_template_hash"]
+    assert template_hash(replica.tokenizer) == recorded["base_model"]["chat_template_hash"]
     assert replica.stage == "sft" and replica.contributor == "alice"
 
 

@@ -33,7 +33,7 @@ def write_adapter(base_dir: Path, target: Path, contributor: str, stage: str, se
     manifest = {
         "contributor": contributor,
         "stage": stage,
-        "base": {"path": str(base_dir), "chat_template_hash": template_hash(tokenizer)},
+        "base_model": {"path": str(base_dir), "chat_template_hash": template_hash(tokenizer)},
     }
     (target / "replica.json").write_text(json.dumps(manifest, indent=2))
     return target

@@ -1,0 +1,190 @@
+"""The OpenAI-compatible server: endpoints, streaming, errors, consent, concurrency, ledger."""
+# ruff: noqa: F811  (pytest fixtures imported from test_serve_fixtures)
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+from test_serve_fixtures import consent_record, serve_run, write_consent  # noqa: F401
+
+from replica.agents.keys import create_key, revoke_key
+from replica.agents.serve_config import ServeConfig
+from replica.agents.server import build_state, create_app
+
+ASK = [{"role": "user", "content": "Where is my order O-4821?"}]
+
+
+@pytest.fixture(scope="module")
+def served(serve_run, tmp_path_factory):
+    """A live app over the three-replica run, with its own keys, ledger and consent file."""
+    home = tmp_path_factory.mktemp("served")
+    consent = write_consent(home, [consent_record(c) for c in ("alice", "bob", "carol")])
+    config = ServeConfig(
+        keys_db=str(home / "keys.sqlite"),
+        usage_db=str(home / "usage.sqlite"),
+        contributors_file=str(consent),
+        max_body_bytes=20_000,
+        batch_wait_ms=150,  # wide window, so concurrent requests reliably share a batch
+    )
+    state = build_state(serve_run, config, device="cpu")
+    key = create_key(config.keys_db, "acme")
+    with TestClient(create_app(state)) as client:
+        client.headers["Authorization"] = f"Bearer {key}"
+        yield client, state, home
+    state.close()
+
+
+def ask(client, model="alice", **extra):
+    body = {"model": model, "messages": ASK, "max_tokens": 12, **extra}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def ledger_rows(home) -> list[tuple]:
+    with sqlite3.connect(home / "usage.sqlite") as db:
+        return db.execute(
+            "SELECT request_id, consumer, replica_id, completion_tokens, status FROM usage"
+        ).fetchall()
+
+
+def test_models_lists_every_replica_with_its_base(served, serve_run):
+    client, state, _ = served
+    body = client.get("/v1/models").json()
+    assert [m["id"] for m in body["data"]] == ["alice", "bob", "carol"]
+    assert {m["parent"] for m in body["data"]} == {state.replicas["alice"].base_model}
+    assert client.get("/health").json() == {"status": "ok", "replicas": 3}
+
+
+def test_chat_completion_answers_and_is_metered(served):
+    client, state, home = served
+    before = len(ledger_rows(home))
+    response = ask(client, "bob")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "chat.completion" and body["model"] == "bob"
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert body["usage"]["completion_tokens"] == 12 and body["choices"][0]["finish_reason"] == "length"
+    rows = ledger_rows(home)
+    assert len(rows) == before + 1
+    request_id = response.headers["X-Request-Id"]
+    assert (request_id, "acme", "bob", 12, "ok") in rows
+    with sqlite3.connect(home / "usage.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_streaming_sends_the_same_reply_as_sse(served):
+    client, _, home = served
+    plain = ask(client, "carol").json()["choices"][0]["message"]["content"]
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "carol",
+            "messages": ASK,
+            "max_tokens": 12,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == plain
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
+    assert chunks[-1]["usage"]["completion_tokens"] == 12
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        (b"{not json", 400, None),
+        (b"[]", 400, None),
+        (json.dumps({"model": "alice"}).encode(), 400, "messages"),
+        (
+            json.dumps({"model": "alice", "messages": [{"role": "robot", "content": "x"}]}).encode(),
+            400,
+            "messages.0.role",
+        ),
+        (json.dumps({"model": "alice", "messages": ASK, "max_tokens": 0}).encode(), 400, "max_tokens"),
+        (json.dumps({"model": "alice", "messages": ASK, "max_tokens": 99999}).encode(), 400, "max_tokens"),
+        (json.dumps({"model": "zed", "messages": ASK}).encode(), 404, "model"),
+        (
+            json.dumps({"model": "alice", "messages": [{"role": "user", "content": "x" * 30_000}]}).encode(),
+            413,
+            None,
+        ),
+    ],
+)
+def test_bad_requests_get_the_right_status_and_field(served, body, status, param):
+    client, _, _ = served
+    response = client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"]
+
+
+def test_requests_without_a_valid_key_get_401(served):
+    client, state, _ = served
+    anonymous = {"Authorization": ""}
+    assert client.get("/v1/models", headers=anonymous).status_code == 401
+    assert (
+        client.post("/v1/chat/completions", json={}, headers={"Authorization": "Bearer rk-wrong"}).status_code
+        == 401
+    )
+    key = create_key(state.keys.db_path, "leaver")
+    assert client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    revoke_key(state.keys.db_path, "leaver")
+    assert client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+
+
+def test_consent_revocation_takes_effect_without_restart(served):
+    client, _, home = served
+    assert ask(client, "alice").status_code == 200
+    write_consent(
+        home,
+        [
+            consent_record("alice", revoked_at="2026-11-26T08:00:00Z"),
+            consent_record("bob", serve="not_allowed"),
+            consent_record("carol"),
+        ],
+    )
+    try:
+        refused = ask(client, "alice")
+        assert refused.status_code == 403 and "revoked consent" in refused.json()["error"]["message"]
+        assert "has not granted serve consent" in ask(client, "bob").json()["error"]["message"]
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["carol"]
+        assert ask(client, "carol").status_code == 200
+    finally:
+        write_consent(home, [consent_record(c) for c in ("alice", "bob", "carol")])
+    assert ask(client, "alice").status_code == 200
+
+
+def test_concurrent_requests_to_two_replicas_answer_as_alone(served):
+    client, state, _ = served
+    alone = {m: ask(client, m).json()["choices"][0]["message"]["content"] for m in ("alice", "bob")}
+    batches_before = state.batcher.engine.batches
+    models = ["alice", "bob"] * 4
+    with ThreadPoolExecutor(len(models)) as pool:
+        answers = list(pool.map(lambda m: ask(client, m).json()["choices"][0]["message"]["content"], models))
+    assert answers == [alone[m] for m in models]
+    assert alone["alice"] != alone["bob"]
+    assert state.batcher.engine.batches - batches_before < len(models)  # requests were batched together
+
+
+def test_a_retried_request_id_is_counted_once(served):
+    client, _, home = served
+    headers = {"X-Request-Id": "retry-me-1"}
+    first = client.post(
+        "/v1/chat/completions", json={"model": "alice", "messages": ASK, "max_tokens": 4}, headers=headers
+    )
+    again = client.post(
+        "/v1/chat/completions", json={"model": "alice", "messages": ASK, "max_tokens": 4}, headers=headers
+    )
+    assert first.status_code == again.status_code == 200
+    assert [row[0] for row in ledger_rows(home)].count("retry-me-1") == 1

@@ -1,0 +1,129 @@
+"""The prepared-data layout (docs/internals.md, "Prepared data") and its readers.
+
+Every message, tool list, state and check is one `datasets.Json()` value: Arrow never merges
+the argument dicts of different rows into one struct, so no row gains keys nobody recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, Features, Json, List, Value, load_from_disk
+
+from replica.config import SLUG_PATTERN
+from replica.data.records import Contributor
+from replica.errors import UserError
+
+SFT_SPLITS = ("sft/train", "sft/heldout")
+PREF_SPLITS = ("pref/train", "pref/heldout")
+TASK_SPLITS = ("tasks/heldout",)
+SPLITS = SFT_SPLITS + PREF_SPLITS + TASK_SPLITS
+
+_STR = Value("string")
+SFT_FEATURES = Features(
+    {
+        "id": _STR,
+        "contributor_id": _STR,
+        "task_id": _STR,
+        "messages": List(Json()),
+        "tools": Json(),
+        "record_hash": _STR,
+    }
+)
+PREF_FEATURES = Features(
+    {
+        "id": _STR,
+        "contributor_id": _STR,
+        "task_id": _STR,
+        "prompt": List(Json()),
+        "chosen": List(Json()),
+        "rejected": List(Json()),
+        "tools": Json(),
+        "source": _STR,
+        "record_hash": _STR,
+    }
+)
+TASK_FEATURES = Features(
+    {
+        "id": _STR,
+        "contributor_id": _STR,
+        "instruction": _STR,
+        "system": _STR,
+        "tools": Json(),
+        "env": _STR,
+        "initial_state": Json(),
+        "check": Json(),
+        "reference_messages": List(Json()),
+        "tags": List(_STR),
+    }
+)
+
+
+class MissingSplit(UserError, FileNotFoundError):
+    """A split that was not prepared (a UserError for people, a FileNotFoundError for callers that skip it)."""
+
+
+def features_for(split: str) -> Features:
+    """The column types of a split name (`sft/train`, `pref/heldout`, `tasks/heldout`, ...)."""
+    return {"sft": SFT_FEATURES, "pref": PREF_FEATURES, "tasks": TASK_FEATURES}[split.split("/")[0]]
+
+
+def build_dataset(rows: list[dict[str, Any]], split: str) -> Dataset:
+    """A dataset with the split's exact columns (an empty list gives an empty, typed dataset)."""
+    features = features_for(split)
+    if not rows:
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return Dataset.from_list(rows, features=features)
+
+
+def load_split(prepared_dir: str | Path, contributor_id: str, split: str) -> Dataset:
+    """One prepared split of one contributor, e.g. `load_split(dir, "alice", "sft/train")`."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if not re.match(SLUG_PATTERN, contributor_id):
+        raise UserError(
+            f"contributor id {contributor_id!r} is not a slug (lowercase letters, digits, - and _)"
+        )
+    path = Path(prepared_dir) / contributor_id / split
+    if not path.exists():
+        known = ", ".join(list_contributors(prepared_dir)) or "none"
+        raise MissingSplit(
+            f"{path}: no prepared split (run `replica data prepare`; contributors prepared: {known})"
+        )
+    return load_from_disk(str(path))
+
+
+def list_contributors(prepared_dir: str | Path) -> list[str]:
+    """Contributors with prepared data, sorted."""
+    root = Path(prepared_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and re.match(SLUG_PATTERN, p.name) and (p / "sft" / "train").exists()
+    )
+
+
+def read_prepared_manifest(prepared_dir: str | Path) -> dict[str, Any]:
+    """manifest.json of a prepared directory."""
+    path = Path(prepared_dir) / "manifest.json"
+    if not path.exists():
+        raise UserError(f"{path}: not found (run `replica data prepare CONFIG` first)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_contributors(prepared_dir: str | Path) -> dict[str, Contributor]:
+    """contributors.jsonl of a prepared directory: id -> Contributor (with consent)."""
+    path = Path(prepared_dir) / "contributors.jsonl"
+    if not path.exists():
+        return {}
+    records = [
+        Contributor.model_validate_json(line)
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line
+    ]
+    return {c.id: c for c in records}

@@ -75,6 +75,54 @@ def base_build(
     print(ensure_base(build_config, rebuild=rebuild))
 
 
+# --------------------------------------------------------------------------- data
+
+
+data_app = typer.Typer(help="Validate and prepare demonstrations and feedback.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+StrictOpt = typer.Option(False, "--strict", help="Stop at the first bad record instead of quarantining it.")
+
+
+@data_app.command("validate")
+def data_validate(
+    paths: list[Path] = typer.Argument(
+        ..., help="Input files (JSONL, JSON, parquet, arrow, save_to_disk dirs)."
+    ),
+    strict: bool = StrictOpt,
+) -> None:
+    """Check input files: every bad record with file, line, JSON path and reason; exit 1 if any."""
+    from replica.data.validate import validate_paths
+
+    report = validate_paths(paths, strict=strict)
+    for problem in report.problems:
+        print(problem)
+    for path, fmt in report.formats.items():
+        console.print(f"{path}: format {fmt}")
+    if not report.contributors_checked:
+        console.print("contributor ids not checked: none of these files holds contributor records")
+    console.print(report.counts.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("prepare")
+def data_prepare(config: Path = ConfigArg, set_: list[str] = SetOpt, strict: bool = StrictOpt) -> None:
+    """Validate, convert, dedupe, filter by consent, pair feedback and split by task into prepared/."""
+    from replica.config import load_config
+    from replica.data.prepare import prepare
+    from replica.model import load_tokenizer, resolve_base_path
+
+    run_config = load_config(config, set_)
+    if run_config.model.build:
+        from replica.train.base import ensure_base
+
+        ensure_base(run_config.model.build)
+    tokenizer = load_tokenizer(resolve_base_path(run_config.model), run_config.model.revision)
+    result = prepare(run_config, tokenizer, strict=strict)
+    console.print(result.summary())
+    print(result.prepared_dir)
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -110,6 +158,111 @@ def list_(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/d
     if not (run_dir / "replicas").is_dir():
         raise UserError(f"{run_dir}: no replicas/ directory (is this a run directory? run `replica train`)")
     print(format_table(list_replicas(run_dir)), end="")
+
+
+# --------------------------------------------------------------------------- agents: chat, run, serve, keys, usage
+
+RunDirOpt = typer.Option(Path("runs/demo"), "--run", help="Run directory holding replicas/ (default runs/demo).")
+StageOpt = typer.Option(None, "--stage", help="sft or dpo (default: the final stage trained).")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+ServeConfigOpt = typer.Option(None, "--config", help="Serve settings YAML (default configs/serve.yaml).")
+
+
+@app.command("chat")
+def chat_cmd(
+    contributor: str = typer.Argument(..., help="Contributor id of the replica."),
+    run: Path = RunDirOpt,
+    stage: str | None = StageOpt,
+    env: str | None = typer.Option(None, "--env", help="Attach a tool environment, e.g. support_desk."),
+    device: str = DeviceOpt,
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Longest reply, in tokens."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+) -> None:
+    """Chat with a replica in the terminal (streamed; Ctrl-D or Ctrl-C to leave)."""
+    from replica.agents.chat import chat
+
+    chat(run, contributor, stage, env, device, max_tokens, temperature)
+
+
+@app.command("run")
+def run_cmd(
+    contributor: str = typer.Argument(..., help="Contributor id of the replica."),
+    instruction: str = typer.Argument(..., help="The task, as the user would say it."),
+    env: str = typer.Option(..., "--env", help="Tool environment, e.g. support_desk."),
+    run: Path = RunDirOpt,
+    stage: str | None = StageOpt,
+    device: str = DeviceOpt,
+    max_turns: int = typer.Option(8, "--max-turns", help="Step limit of the episode."),
+) -> None:
+    """Run one agent episode and print each step and the end state."""
+    from replica.agents.chat import run_once
+
+    run_once(run, contributor, instruction, env, stage, device, max_turns)
+
+
+@app.command("serve")
+def serve_cmd(
+    run: Path = RunDirOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback by default)."),
+    port: int = typer.Option(8000, "--port"),
+    config: Path | None = ServeConfigOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Serve every replica of a run over an OpenAI-compatible API (keys required)."""
+    from replica.agents.server import serve
+
+    serve(run, host, port, config, device)
+
+
+keys_app = typer.Typer(help="API keys of the server (stored hashed).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+KeysRunOpt = typer.Option(None, "--run", help="Run directory (keys live in <run>/serve/keys.sqlite).")
+KeysDbOpt = typer.Option(None, "--db", help="Key database path (overrides --run).")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option(..., "--name", help="Consumer name."),
+    run: Path | None = KeysRunOpt,
+    db: Path | None = KeysDbOpt,
+) -> None:
+    """Create an API key for a consumer and print it (once)."""
+    from replica.agents.keys import manage_keys
+
+    print(manage_keys("create", name, run, db))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: str = typer.Option(..., "--name"), run: Path | None = KeysRunOpt, db: Path | None = KeysDbOpt
+) -> None:
+    """Revoke a consumer's key (refused from the next request on)."""
+    from replica.agents.keys import manage_keys
+
+    print(manage_keys("revoke", name, run, db))
+
+
+@keys_app.command("list")
+def keys_list(run: Path | None = KeysRunOpt, db: Path | None = KeysDbOpt) -> None:
+    """List key names and dates (keys themselves are never stored)."""
+    from replica.agents.keys import manage_keys
+
+    print(manage_keys("list", None, run, db))
+
+
+@app.command("usage")
+def usage_cmd(
+    run: Path | None = typer.Option(None, "--run", help="Served run (ledger at <run>/serve/usage.sqlite)."),
+    db: Path | None = typer.Option(None, "--db", help="Usage ledger path (overrides --run)."),
+    since: str | None = typer.Option(None, "--since", help="Only requests from this date/time (ISO)."),
+    contributor: str | None = typer.Option(None, "--contributor", help="Only this contributor's rows."),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    config: Path | None = ServeConfigOpt,
+) -> None:
+    """Usage per contributor and per consumer, with the contributor's share."""
+    from replica.agents.usage import report_usage
+
+    print(report_usage(run, config, db, since, contributor, fmt), end="")
 
 
 # --------------------------------------------------------------------------- entry point

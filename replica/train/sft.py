@@ -24,8 +24,20 @@ from replica.train.lora import peft_lora_config
 from replica.train.manifest import StageRecord, record_hashes
 from replica.train.metrics import stage_metrics
 from replica.train.publish import publish_stage
+from replica.train.sampler import resumable_sampler
 
 log = logging.getLogger(__name__)
+
+
+class ReplicaSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer with one change: length-grouped batches that resume exactly.
+
+    Why subclass: the Trainer picks its train sampler internally and the default length-grouped
+    one reorders an interrupted epoch after a resume (see replica/train/sampler.py).
+    """
+
+    def _get_train_sampler(self, train_dataset=None):
+        return resumable_sampler(super()._get_train_sampler(train_dataset), self.args.data_seed or 0)
 
 
 def sft_args(ctx: TrainContext, contributor: str, has_eval: bool) -> SFTConfig:
@@ -44,7 +56,7 @@ def sft_args(ctx: TrainContext, contributor: str, has_eval: bool) -> SFTConfig:
     )
 
 
-def build_sft_trainer(ctx: TrainContext, contributor: str) -> tuple[SFTTrainer, StageRecord]:
+def build_sft_trainer(ctx: TrainContext, contributor: str) -> tuple[ReplicaSFTTrainer, StageRecord]:
     """The SFTTrainer over a fresh LoRA on the shared base, and the stage's manifest record."""
     started = utc_now()
     prepared = ctx.config.prepared_dir
@@ -58,7 +70,7 @@ def build_sft_trainer(ctx: TrainContext, contributor: str) -> tuple[SFTTrainer, 
             check_one_contributor(split, contributor, f"{prepared}/{contributor}/{name}")
 
     set_seed(ctx.config.seed)  # the LoRA init draws from it: same seed, same starting adapter
-    trainer = SFTTrainer(
+    trainer = ReplicaSFTTrainer(
         model=ctx.base_model(),
         args=sft_args(ctx, contributor, heldout is not None),
         train_dataset=train,

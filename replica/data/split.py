@@ -3,7 +3,7 @@
 A contributor's tasks are ordered by `sha256(f"{seed}:{task_id}")` and the first
 `round(fraction * n)` are held out (at least one and at most n-1 when n >= 2, none when n = 1),
 so every record of a task lands on the same side, the same seed always gives the same split,
-and adding a task never moves another one. With `by: time` the contributor's most recently
+and adding a task moves at most one other task across the cut. With `by: time` the contributor's most recently
 recorded tasks are held out instead (a task's time is its latest `recorded_at`; records
 without one count as oldest).
 

@@ -1,0 +1,191 @@
+"""`prepare` end to end on the fixture corpus, with the tiny tokenizer: layout, counts, consent, fingerprint."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from replica.config import load_config
+from replica.data.prepare import prepare
+from replica.data.prepared import SPLITS, list_contributors, load_split, read_contributors
+from replica.model import load_tokenizer, training_chat_template
+
+DATA = Path(__file__).parent / "fixtures" / "data"
+INPUTS = ["tasks.jsonl", "alice.jsonl", "bob.jsonl", "no_consent.jsonl"]
+
+
+def _config(tmp_path, base_dir, **data):
+    raw = {
+        "run_name": "t",
+        "output_dir": str(tmp_path / "runs"),
+        "model": {"name_or_path": str(base_dir)},
+        "data": {
+            "contributors_file": str(DATA / "contributors.jsonl"),
+            "inputs": [{"path": str(DATA / name)} for name in INPUTS],
+            "split": {"heldout_fraction": 0.34},
+            **data,
+        },
+    }
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_base_dir):
+    return load_tokenizer(str(tiny_base_dir))
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_base_dir, tokenizer):
+    tmp = tmp_path_factory.mktemp("prepared")
+    return prepare(load_config(_config(tmp, tiny_base_dir)), tokenizer)
+
+
+def test_layout_columns_and_splits(prepared):
+    root = prepared.prepared_dir
+    assert {p.name for p in root.iterdir()} == {
+        "alice",
+        "bob",
+        "manifest.json",
+        "rejected.jsonl",
+        "contributors.jsonl",
+    }
+    assert list_contributors(root) == ["alice", "bob"]
+    sft = load_split(root, "alice", "sft/train")
+    assert sft.column_names == ["id", "contributor_id", "task_id", "messages", "tools", "record_hash"]
+    pref = load_split(root, "alice", "pref/train")
+    assert pref.column_names == [
+        "id",
+        "contributor_id",
+        "task_id",
+        "prompt",
+        "chosen",
+        "rejected",
+        "tools",
+        "source",
+        "record_hash",
+    ]
+    tasks = load_split(root, "alice", "tasks/heldout")
+    heldout = load_split(root, "alice", "sft/heldout")
+    assert sorted(tasks["id"]) == sorted(set(heldout["task_id"]))
+    assert not set(sft["task_id"]) & set(heldout["task_id"])
+    task = tasks[0]
+    assert task["check"]["answer_contains"] == ["refund"] and task["env"] == "support_desk"
+    assert task["reference_messages"][-1]["role"] == "assistant" and task["initial_state"]["orders"]
+    info = prepared.manifest["contributors"]["alice"]
+    assert info["splits"]["sft/train"] + info["splits"]["sft/heldout"] == 6  # 7 demos, one near-duplicate
+    assert info["pairs"] == {"pairwise": 2, "rating": 1, "rewrite": 1}
+    assert info["ratings_dropped"] == {"single_response": 1, "tie": 1}
+    assert set(read_contributors(root)) == {"alice", "bob", "carol", "dave"}
+
+
+def test_counts_reconcile_and_consent_excludes(prepared):
+    counts = prepared.manifest["counts"]
+    total = counts["total"]
+    assert total["read"] == 34 == sum(v for k, v in total.items() if k != "read")
+    assert (total["accepted"], total["duplicate"], total["consent_excluded"], total["rejected"]) == (
+        31,
+        1,
+        2,
+        0,
+    )
+    per = counts["per_contributor"]
+    assert per["carol"]["demonstration"]["consent_excluded"] == 1
+    assert per["dave"]["demonstration"]["consent_excluded"] == 1
+    assert per["alice"]["demonstration"]["duplicate"] == 1
+    manifest = prepared.manifest["contributors"]
+    assert manifest["carol"]["train_excluded"].startswith("no consent to train")
+    assert manifest["dave"]["train_excluded"].startswith("consent revoked")
+    assert not (prepared.prepared_dir / "carol").exists() and not (prepared.prepared_dir / "dave").exists()
+    assert (prepared.prepared_dir / "rejected.jsonl").read_text() == ""  # excluded records are copied nowhere
+
+
+def test_recorded_tool_arguments_survive_to_the_rendered_training_text(prepared, tokenizer):
+    rows = load_split(prepared.prepared_dir, "alice", "sft/train")
+    rows = rows.to_list() + load_split(prepared.prepared_dir, "alice", "sft/heldout").to_list()
+    for row in rows:
+        text = tokenizer.apply_chat_template(
+            row["messages"],
+            tools=row["tools"],
+            chat_template=training_chat_template(tokenizer),
+            tokenize=False,
+        )
+        for message in row["messages"]:
+            for call in message.get("tool_calls") or []:
+                recorded = json.dumps(
+                    {"name": call["function"]["name"], "arguments": call["function"]["arguments"]}
+                )
+                assert recorded in text
+        get_order = next(m for m in row["messages"] if m.get("tool_calls"))["tool_calls"][0]["function"]
+        assert get_order["arguments"].keys() == {"order_id"}  # no `amount: null` merged in from refund calls
+
+
+def test_fingerprint_is_deterministic_and_tracks_config(tmp_path, tiny_base_dir, tokenizer):
+    first = prepare(load_config(_config(tmp_path / "a", tiny_base_dir)), tokenizer)
+    second = prepare(load_config(_config(tmp_path / "b", tiny_base_dir)), tokenizer)
+    assert first.fingerprint == second.fingerprint
+    # Same inputs and config: the whole manifest is the same, byte for byte.
+    assert (first.prepared_dir / "manifest.json").read_bytes() == (
+        second.prepared_dir / "manifest.json"
+    ).read_bytes()
+    for split in SPLITS:
+        assert (
+            load_split(first.prepared_dir, "alice", split).to_list()
+            == load_split(second.prepared_dir, "alice", split).to_list()
+        )
+    other_seed = prepare(
+        load_config(_config(tmp_path / "c", tiny_base_dir), ["data.split.seed=7"]), tokenizer
+    )
+    assert other_seed.fingerprint != first.fingerprint
+
+
+def test_records_longer_than_max_length_are_rejected_with_position(tmp_path, tiny_base_dir, tokenizer):
+    result = prepare(load_config(_config(tmp_path, tiny_base_dir, max_length=200)), tokenizer)
+    rejected = [
+        json.loads(line) for line in (result.prepared_dir / "rejected.jsonl").read_text().splitlines()
+    ]
+    assert rejected and all(
+        "tokens after templating, longer than data.max_length=200" in r["reason"] for r in rejected
+    )
+    first = rejected[0]
+    assert (
+        first["file"].endswith("alice.jsonl")
+        and first["line"] == 1
+        and json.loads(first["record"])["id"] == "alice-d1"
+    )
+    total = result.manifest["counts"]["total"]
+    assert total["rejected"] == len(rejected) and total["read"] == 34
+    assert total["read"] == sum(v for k, v in total.items() if k != "read")
+
+
+def test_strict_prepare_stops_and_leaves_no_prepared_dir(tmp_path, tiny_base_dir, tokenizer):
+    config = load_config(_config(tmp_path, tiny_base_dir, max_length=200))
+    from replica.errors import UserError
+
+    with pytest.raises(UserError, match=r"alice.jsonl:1: \$: \d+ tokens after templating"):
+        prepare(config, tokenizer, strict=True)
+    assert not config.prepared_dir.exists()
+
+
+def test_cli_validate_and_prepare(tmp_path, tiny_base_dir):
+    from replica.cli import app
+
+    runner = CliRunner()
+    bad = tmp_path / "bad.jsonl"
+    shutil.copy(DATA / "contributors.jsonl", bad)
+    with open(bad, "a") as handle:
+        handle.write(
+            '{"kind": "rating", "id": "r", "contributor_id": "alice", "prompt": "q", "response": "a", "score": 9}\n'
+        )
+    result = runner.invoke(app, ["data", "validate", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:5: score: Input should be less than or equal to 5" in result.output
+    result = runner.invoke(app, ["data", "prepare", str(_config(tmp_path, tiny_base_dir))])
+    assert result.exit_code == 0, result.output
+    assert "read 34 = accepted 31 + rejected 0 + duplicates 1 + consent-excluded 2" in result.output
+    assert (tmp_path / "runs" / "t" / "prepared" / "manifest.json").exists()

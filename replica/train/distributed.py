@@ -19,6 +19,13 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def rank() -> int:
+    """This process's global rank (0 when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
 def world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()

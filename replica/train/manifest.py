@@ -14,6 +14,7 @@ from datasets import Dataset
 
 from replica.artifacts import library_versions, utc_now
 from replica.train.context import TrainContext
+from replica.train.distributed import world_size
 
 MANIFEST_VERSION = 1
 
@@ -58,7 +59,11 @@ def build_manifest(ctx: TrainContext, record: StageRecord) -> dict[str, Any]:
         "consent": ctx.prepared.consent(record.contributor),
         "parent": record.parent,
         "resumed_from": record.resumed_from,
-        "device": {"device": ctx.choice.device, "dtype": str(ctx.choice.dtype).removeprefix("torch.")},
+        "device": {
+            "device": ctx.choice.device,
+            "dtype": str(ctx.choice.dtype).removeprefix("torch."),
+            "world_size": world_size(),
+        },
         "started_at": record.started_at,
         "finished_at": utc_now(),
         "library_versions": library_versions(),

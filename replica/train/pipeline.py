@@ -19,7 +19,7 @@ from replica.config import RunConfig, dump_config
 from replica.errors import UserError
 from replica.train.context import TrainContext, build_context
 from replica.train.data import list_contributors
-from replica.train.distributed import barrier, is_main_process, shutdown
+from replica.train.distributed import barrier, is_main_process, rank, shutdown, world_size
 from replica.train.dpo import has_preferences, train_dpo
 from replica.train.registry import rebuild_registry
 from replica.train.sft import train_sft
@@ -120,7 +120,10 @@ def _run_stage(ctx: TrainContext, contributor: str, stage: str, train_fn) -> Sta
     barrier()
     started = time.perf_counter()
     path = train_fn(ctx, contributor)
-    return StageOutcome(contributor, stage, "trained", str(path), time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    # Every rank says it trained (the published files come from rank 0 alone).
+    log.info("rank %d/%d trained %s/%s in %.1fs", rank(), world_size(), contributor, stage, seconds)
+    return StageOutcome(contributor, stage, "trained", str(path), seconds)
 
 
 def _remove_stale_temporaries(final: Path) -> None:

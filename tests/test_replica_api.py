@@ -104,3 +104,12 @@ def test_run_drives_the_agent_loop_in_the_environment(serve_run):
     assert type(episode.sandbox.env).name == "support_desk"
     with pytest.raises(UserError, match="name an environment"):
         replica.run("hello")
+
+
+def test_a_conversation_longer_than_the_context_is_refused(serve_run):
+    from replica.agents.replica import ContextTooLong
+
+    replica = load_replica(serve_run, "alice", device="cpu")
+    long = [{"role": "user", "content": "word " * 2000}]
+    with pytest.raises(ContextTooLong, match="exceed the model's context of 1024 tokens"):
+        replica.chat(long, max_new_tokens=4)

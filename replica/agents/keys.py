@@ -105,3 +105,43 @@ class KeyStore:
                 "SELECT name FROM api_keys WHERE key_sha256 = ? AND revoked_at IS NULL", (_digest(key),)
             ).fetchone()
         return row[0] if row else None
+
+
+def keys_db_path(
+    run_dir: str | Path | None, db: str | Path | None, config_path: str | Path | None = None
+) -> Path:
+    """The key database: `--db`, else the serve config's `keys_db` under the run directory."""
+    if db is not None:
+        return Path(db)
+    if run_dir is None:
+        raise UserError("pass --run DIR (the run the server serves) or --db PATH (a key database)")
+    from replica.agents.serve_config import load_serve_config
+
+    config = load_serve_config(config_path)
+    return config.path(run_dir, config.keys_db)
+
+
+def manage_keys(
+    action: str,
+    name: str | None = None,
+    run_dir: str | Path | None = None,
+    db: str | Path | None = None,
+    config_path: str | Path | None = None,
+) -> str:
+    """`replica keys create|revoke|list`: the text to print (a new key is shown only here, once)."""
+    path = keys_db_path(run_dir, db, config_path)
+    if action == "list":
+        rows = [
+            f"{k.name}\tcreated {k.created_at}\t{'revoked ' + k.revoked_at if k.revoked_at else 'active'}"
+            for k in list_keys(path)
+        ]
+        return "\n".join(rows) if rows else f"no keys in {path}"
+    if not name:
+        raise UserError(f"replica keys {action}: --name is required")
+    if action == "create":
+        key = create_key(path, name)
+        return f"{key}\n(key for {name!r}, stored hashed in {path}; it is not shown again)"
+    if action == "revoke":
+        revoke_key(path, name)
+        return f"revoked the key of {name!r} in {path}"
+    raise UserError(f"replica keys: unknown action {action!r} (create, revoke, list)")

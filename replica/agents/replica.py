@@ -146,6 +146,10 @@ class Completion:
 # --------------------------------------------------------------------------- the replica
 
 
+class ContextTooLong(UserError):
+    """The conversation plus the reply budget do not fit the base model's context."""
+
+
 @dataclass
 class Replica:
     """A contributor's adapter on a shared base, with the tokenizer it was trained with."""
@@ -166,6 +170,20 @@ class Replica:
     @property
     def base_model(self) -> str:
         return self.pool.base_path
+
+    @property
+    def context_limit(self) -> int | None:
+        """Most positions the base can attend to (prompt + reply), when its config says."""
+        return getattr(self.pool.model.config, "max_position_embeddings", None)
+
+    def check_room(self, prompt_ids: list[int], max_new_tokens: int) -> None:
+        """Refuse a prompt whose reply could not fit the base's context (garbage past it, not text)."""
+        limit = self.context_limit
+        if limit is not None and len(prompt_ids) + max_new_tokens > limit:
+            raise ContextTooLong(
+                f"{len(prompt_ids)} prompt tokens + {max_new_tokens} reply tokens exceed the model's "
+                f"context of {limit} tokens"
+            )
 
     def prompt_ids(self, messages: list[dict[str, Any]], tools: list[dict] | None = None) -> list[int]:
         """Render the conversation with this replica's own chat template, ready for its reply."""
@@ -209,6 +227,7 @@ class Replica:
     ) -> Completion:
         """Generate one assistant turn; `on_text` streams its text as it is produced."""
         prompt = self.prompt_ids(messages, tools)
+        self.check_room(prompt, max_new_tokens)
         request = self.request(prompt, max_new_tokens, temperature, on_text)
         result = self.pool.engine(self.tokenizer).generate([request])[0]
         return self.finish(prompt, result, tools)

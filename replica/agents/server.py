@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from replica.agents.batcher import Batcher, GenerationRequest
 from replica.agents.consent import ConsentBook
 from replica.agents.keys import KeyStore
-from replica.agents.replica import Completion, Replica, discover_replicas, load_replica
+from replica.agents.replica import Completion, ContextTooLong, Replica, discover_replicas, load_replica
 from replica.agents.serve_config import ServeConfig, load_serve_config
 from replica.agents.usage import UsageLedger, UsageRow
 from replica.agents.wire import ApiError, BodyLimit, ContentHoldback, openai_message
@@ -236,6 +236,10 @@ def prepare_call(
         raise ApiError(
             400, f"messages: the replica's chat template cannot render them ({err})", "messages"
         ) from None
+    try:
+        replica.check_room(prompt_ids, max_tokens)
+    except ContextTooLong as err:
+        raise ApiError(400, f"messages: {err}", "messages", "context_length_exceeded") from None
     return Call(rid or f"req-{uuid.uuid4().hex}", consumer, replica, body, prompt_ids, max_tokens)
 
 

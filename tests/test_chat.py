@@ -1,0 +1,109 @@
+"""`replica chat` driven through a pseudo-terminal, and `replica run` through the CLI."""
+# ruff: noqa: F811  (pytest fixtures imported from test_serve_fixtures)
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pexpect
+import pytest
+from test_serve_fixtures import serve_run  # noqa: F401
+from typer.testing import CliRunner
+
+from replica.agents.replica import load_replica
+from replica.cli import app
+
+QUESTION = "Where is my order O-4821?"
+
+
+def spawn_chat(run, *extra: str) -> pexpect.spawn:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    args = [
+        "-m",
+        "replica",
+        "chat",
+        "alice",
+        "--run",
+        str(run),
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "10",
+        *extra,
+    ]
+    return pexpect.spawn(sys.executable, args, env=env, encoding="utf-8", timeout=90, dimensions=(50, 200))
+
+
+def words(text: str) -> list[str]:
+    return text.replace("\r", "").split()
+
+
+def test_chat_streams_the_replicas_reply_and_leaves_on_ctrl_c(serve_run):
+    expected = load_replica(serve_run, "alice", device="cpu").chat(
+        [{"role": "user", "content": QUESTION}], max_new_tokens=10
+    )
+    child = spawn_chat(serve_run)
+    child.expect("replica chat: alice \\(sft\\)")
+    child.expect_exact("you> ")
+    child.sendline(QUESTION)
+    child.expect_exact("alice> ")
+    child.expect_exact("you> ")
+    reply = child.before
+    assert words(reply)[: len(words(expected["content"]))] == words(expected["content"])
+    child.sendintr()
+    child.expect("bye")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_chat_with_an_environment_shows_its_tools_and_leaves_on_ctrl_d(serve_run):
+    from replica.agents.envs.base import get_environment
+
+    child = spawn_chat(serve_run, "--env", "support_desk")
+    child.expect("tools: ([^\r\n]*)\r\n")
+    assert child.match.group(1).split(", ") == sorted(get_environment("support_desk")().tools())
+    child.expect_exact("you> ")
+    child.sendline("/state")
+    child.expect_exact("you> ")
+    state = get_environment("support_desk")().snapshot()
+    assert words(child.before)[1:] == words(json.dumps(state, indent=2))  # [0] is the echoed /state
+    child.sendeof()
+    child.expect("bye")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_run_prints_each_step_and_the_end_state(serve_run):
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "carol",
+            "Refund order O-4821.",
+            "--env",
+            "support_desk",
+            "--run",
+            str(serve_run),
+            "--device",
+            "cpu",
+            "--max-turns",
+            "2",
+            "--max-tokens",
+            "8",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "[user] Refund order O-4821." in result.output
+    assert "[assistant]" in result.output
+    assert "end state:" in result.output and "stop: " in result.output
+
+
+@pytest.mark.parametrize("args", [["chat", "zed"], ["run", "zed", "hi", "--env", "support_desk"]])
+def test_unknown_replica_is_one_line_error(serve_run, args):
+    result = CliRunner().invoke(app, [*args, "--run", str(serve_run), "--device", "cpu"])
+    assert result.exit_code != 0
+    assert "no published replica for 'zed'" in str(result.exception)

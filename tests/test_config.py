@@ -108,6 +108,10 @@ def test_every_shipped_config_loads(path):
         from replica.train.base import load_build_config
 
         load_build_config(path)
+    elif raw.get("kind") == "serve":
+        from replica.agents.serve_config import load_serve_config
+
+        load_serve_config(path)
     elif "model" in raw or "extends" in raw:
         load_config(path)
     else:  # a shared fragment such as base.yaml: valid once a model is named

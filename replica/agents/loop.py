@@ -1,0 +1,255 @@
+"""The agent loop: generate a turn, parse tool calls, run them in the sandbox, repeat.
+
+This is the one loop in replica; evaluation and chat both drive it. Many episodes advance
+together: each round, every unfinished episode's conversation is rendered with the tokenizer's
+chat template (`tools=`), the prompts are left-padded into batches and generated in one call (KV
+cache within the turn), and when a batch holds episodes of different adapters, PEFT's mixed-adapter
+batching (`adapter_names=`) runs each row through its own LoRA on the one loaded base. Tool calls are
+parsed by TRL's `parse_response` with the prompt as `prefix=` (so the template's tool-call syntax is
+recognized) and `tools=` (so arguments are typed by the tool's schema).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl.chat_template_utils import parse_response
+
+from replica.agents.adapters import BASE_ADAPTER, use_adapter
+from replica.agents.sandbox import STEP_LIMIT, Sandbox
+
+# Why an episode ended.
+STOP_ANSWER = "answer"  # an assistant turn without tool calls: the final answer
+STOP_STEP_LIMIT = "step_limit"  # max_turns assistant turns without a final answer
+STOP_CONTEXT = "context_limit"  # the conversation no longer fits the model
+STOP_TOOL_CALLS = "tool_calls"  # chat mode (no sandbox): the caller runs the tools
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How each assistant turn is generated. temperature 0 = greedy (the reproducible default)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Episode:
+    """One conversation of a model (an adapter, or the base when `adapter` is None) with an environment."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    sandbox: Sandbox | None = None
+    adapter: str | None = None
+    max_turns: int = 8
+    meta: dict[str, Any] = field(default_factory=dict)
+    turns: int = 0
+    done: bool = False
+    stop_reason: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_errors: list[str] = field(default_factory=list)
+    generated_tokens: int = 0
+
+    @property
+    def final_answer(self) -> str:
+        """The content of the last assistant message ("" when the model never answered)."""
+        for message in reversed(self.messages):
+            if message.get("role") == "assistant":
+                return message.get("content") or ""
+        return ""
+
+
+def run_episodes(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    episodes: list[Episode],
+    settings: GenerationSettings = GenerationSettings(),
+    batch_size: int = 16,
+) -> list[Episode]:
+    """Advance every episode to its end (final answer, step limit or context limit), in batches.
+
+    `batch_size=1` runs them one at a time; with greedy decoding both give the same episodes.
+    """
+    round_index = 0
+    while active := [e for e in episodes if not e.done]:
+        for chunk in _chunks(active, batch_size):
+            prompts = [render_prompt(tokenizer, e.messages, e.tools) for e in chunk]
+            outputs = generate_batch(
+                model, tokenizer, prompts, [e.adapter for e in chunk], settings, seed_offset=round_index
+            )
+            for episode, prompt, new_ids in zip(chunk, prompts, outputs, strict=True):
+                _advance(episode, tokenizer, prompt, new_ids, _context_left(model, prompt, settings))
+        round_index += 1
+    return episodes
+
+
+def chat_turn(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+    adapter: str | None = None,
+    settings: GenerationSettings = GenerationSettings(),
+) -> dict[str, Any]:
+    """One assistant message (content and parsed `tool_calls`) for a conversation: the serving step."""
+    prompt = render_prompt(tokenizer, messages, tools)
+    new_ids = generate_batch(model, tokenizer, [prompt], [adapter], settings)[0]
+    return parse_turn(tokenizer, prompt, new_ids, tools)
+
+
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+) -> list[int]:
+    """The conversation so far plus the assistant header, as token ids of the tokenizer's template."""
+    encoded = tokenizer.apply_chat_template(
+        messages, tools=tools or None, add_generation_prompt=True, return_dict=True
+    )
+    return list(encoded["input_ids"])
+
+
+@torch.inference_mode()
+def generate_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    adapters: list[str | None],
+    settings: GenerationSettings,
+    seed_offset: int = 0,
+) -> list[list[int]]:
+    """Generate one turn per prompt (left-padded batch); returns each row's new tokens up to its EOS."""
+    batch = tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt")
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    eos_ids = _eos_ids(model, tokenizer)
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": eos_ids,
+        "do_sample": settings.temperature > 0,
+    }
+    if settings.temperature > 0:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+        torch.manual_seed(settings.seed + seed_offset)  # recorded seed: the same command samples the same
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)  # silence sampling-only defaults
+    with _adapters_for(model, adapters, kwargs):
+        output = model.generate(**batch, **kwargs)
+    width = batch["input_ids"].shape[1]
+    return [_until_eos(row[width:].tolist(), eos_ids) for row in output]
+
+
+def parse_turn(
+    tokenizer: PreTrainedTokenizerBase, prompt: list[int], new_ids: list[int], tools: list[dict] | None
+) -> dict[str, Any]:
+    """The assistant message a turn's tokens encode (tool calls parsed; malformed ones become text)."""
+    parsed = parse_response(tokenizer, new_ids, prefix=prompt, tools=tools or None)
+    message: dict[str, Any] = {"role": "assistant", "content": parsed.get("content") or ""}
+    calls = [_normalize_call(call) for call in parsed.get("tool_calls") or []]
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _advance(
+    episode: Episode, tokenizer: PreTrainedTokenizerBase, prompt: list[int], new_ids: list[int], room: bool
+) -> None:
+    """Append the generated turn; run its tool calls; decide whether the episode is over."""
+    episode.turns += 1
+    episode.generated_tokens += len(new_ids)
+    message = parse_turn(tokenizer, prompt, new_ids, episode.tools)
+    episode.messages.append(message)
+    calls = message.get("tool_calls") or []
+    if not calls:
+        return _finish(episode, STOP_ANSWER)
+    for index, call in enumerate(calls):
+        call.setdefault("id", f"call_{episode.turns}_{index}")
+    episode.tool_calls.extend(calls)
+    if episode.sandbox is None:
+        return _finish(episode, STOP_TOOL_CALLS)
+    for call in calls:
+        outcome = episode.sandbox.execute(call)
+        episode.messages.append(outcome.message)
+        if outcome.error:
+            episode.tool_errors.append(outcome.error)
+    if episode.turns >= episode.max_turns:
+        return _finish(episode, STOP_STEP_LIMIT)
+    if not room:
+        return _finish(episode, STOP_CONTEXT)
+    return None
+
+
+def _finish(episode: Episode, reason: str) -> None:
+    episode.done = True
+    episode.stop_reason = reason
+    if reason == STOP_STEP_LIMIT and episode.sandbox is not None:
+        episode.sandbox.errors[STEP_LIMIT] = episode.sandbox.errors.get(STEP_LIMIT, 0) + 1
+        episode.tool_errors.append(STEP_LIMIT)
+
+
+def _normalize_call(call: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI shape whatever the parser returned: {"type", "function": {"name", "arguments": dict}}."""
+    function = call.get("function", call)
+    arguments = function.get("arguments")
+    normalized = {
+        "type": "function",
+        "function": {"name": function.get("name"), "arguments": arguments if arguments is not None else {}},
+    }
+    if call.get("id"):
+        normalized["id"] = call["id"]
+    return normalized
+
+
+def _context_left(model: PreTrainedModel, prompt: list[int], settings: GenerationSettings) -> bool:
+    """Whether another turn (a tool result plus max_new_tokens) can still fit the model's positions."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    return limit is None or len(prompt) + 3 * settings.max_new_tokens < limit
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """End-of-turn tokens: the tokenizer's EOS (the template's turn end) and the model's own."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+def _until_eos(ids: list[int], eos_ids: list[int]) -> list[int]:
+    """Keep a row's tokens up to and including its first EOS (what follows is padding)."""
+    for position, token in enumerate(ids):
+        if token in eos_ids:
+            return ids[: position + 1]
+    return ids
+
+
+@contextlib.contextmanager
+def _adapters_for(
+    model: PreTrainedModel, adapters: list[str | None], kwargs: dict[str, Any]
+) -> Iterator[None]:
+    """Route each batch row through its adapter: one adapter for the whole batch is the plain fast
+    path (`use_adapter`); several become PEFT's mixed-adapter batch (`adapter_names=` in generate)."""
+    names = set(adapters)
+    if len(names) > 1:
+        if not isinstance(model, PeftModel):
+            raise ValueError(
+                f"adapters {sorted(n for n in names if n)} requested but the model has none loaded"
+            )
+        kwargs["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
+        yield
+        return
+    with use_adapter(model, next(iter(names))):
+        yield
+
+
+def _chunks(items: list[Episode], size: int) -> Iterator[list[Episode]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

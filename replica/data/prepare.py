@@ -31,7 +31,7 @@ from replica.data.consent import consent_scope, train_exclusion
 from replica.data.feedback import chat, pair_rows, rating_rows, rewrite_rows, tools_json
 from replica.data.formats.common import task_id_for
 from replica.data.prepared import SPLITS, build_dataset
-from replica.data.records import Demonstration, PreferencePair, Rating, Rewrite, content_hash, to_line
+from replica.data.records import Demonstration, PreferencePair, Rating, Rewrite, to_line
 from replica.data.split import leakage, note_time, split_pools
 from replica.data.validate import Outcome, Registry, Validator, collect_registry
 from replica.errors import UserError
@@ -45,18 +45,16 @@ MANIFEST_VERSION = 1
 class Bucket:
     """The accepted records of one contributor."""
 
-    demos: list[Demonstration] = field(default_factory=list)
+    demos: list[tuple[Demonstration, str]] = field(default_factory=list)  # (record, content hash)
     pairs: list[PreferencePair] = field(default_factory=list)
     ratings: list[Rating] = field(default_factory=list)
     rewrites: list[Rewrite] = field(default_factory=list)
 
-    def add(self, record: BaseModel) -> None:
-        target = {
-            Demonstration: self.demos,
-            PreferencePair: self.pairs,
-            Rating: self.ratings,
-            Rewrite: self.rewrites,
-        }
+    def add(self, record: BaseModel, record_hash: str) -> None:
+        if isinstance(record, Demonstration):
+            self.demos.append((record, record_hash))
+            return
+        target = {PreferencePair: self.pairs, Rating: self.ratings, Rewrite: self.rewrites}
         target[type(record)].append(record)
 
 
@@ -95,7 +93,14 @@ def prepare(config: RunConfig, tokenizer: Any, strict: bool = False) -> PrepareR
     inputs = _inputs(config)
     registry = collect_registry(inputs)
     selected = set(config.data.contributors) if config.data.contributors else None
-    validator = Validator(registry, True, token_counter(tokenizer), config.data.max_length, selected, strict)
+    validator = Validator(
+        registry,
+        True,
+        token_counter(tokenizer, config.data.max_length),
+        config.data.max_length,
+        selected,
+        strict,
+    )
     with atomic_directory(config.prepared_dir) as tmp:
         buckets = _read_all(validator, inputs, tmp / "rejected.jsonl")
         contributors = {}
@@ -125,12 +130,21 @@ def _inputs(config: RunConfig) -> list[InputConfig]:
     return first + list(config.data.inputs)
 
 
-def token_counter(tokenizer: Any) -> Callable[[BaseModel, list | None], int]:
-    """Length in tokens of a record's longest training example, rendered with the training template."""
+def token_counter(tokenizer: Any, max_length: int | None = None) -> Callable[[BaseModel, list | None], int]:
+    """Length in tokens of a record's longest training example, rendered with the training template.
+
+    With `max_length`, a text of at most `max_length - 8` UTF-8 bytes is known to fit without
+    tokenizing it: byte-level BPE and SentencePiece (with byte fallback) never make more tokens
+    than bytes (8 spare for a prefix marker), so the count returned then is that bound, not exact.
+    """
     template = training_chat_template(tokenizer)
+    bound = (max_length - 8) if max_length else -1
 
     def count(messages: list[dict], tools: list | None) -> int:
         text = tokenizer.apply_chat_template(messages, tools=tools, chat_template=template, tokenize=False)
+        size = len(text.encode("utf-8"))
+        if size <= bound:
+            return size
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def length_of(record: BaseModel, tools: list | None) -> int:
@@ -156,7 +170,9 @@ def _read_all(validator: Validator, inputs: list[InputConfig], rejected_path: Pa
             if outcome.status == "rejected":
                 rejected.write(json.dumps(outcome.rejected_entry(), ensure_ascii=False) + "\n")
             elif outcome.status == "accepted" and outcome.kind not in ("contributor", "task"):
-                buckets[outcome.contributor_id].add(_with_task_tools(outcome, validator.registry))
+                buckets[outcome.contributor_id].add(
+                    _with_task_tools(outcome, validator.registry), outcome.hash
+                )
     return dict(buckets)
 
 
@@ -182,7 +198,7 @@ def _write_contributor(
     }
     if not (bucket.demos or bucket.pairs or bucket.ratings or bucket.rewrites):
         return info, {}
-    sft = [_sft_row(demo) for demo in bucket.demos]
+    sft = [_sft_row(demo, record_hash) for demo, record_hash in bucket.demos]
     rating_pairs, dropped = rating_rows(bucket.ratings, config.data.feedback, config.data.split.seed)
     pref = pair_rows(bucket.pairs) + rating_pairs + rewrite_rows(bucket.rewrites)
     heldout = split_pools(*_times(bucket), config.data.split)
@@ -205,14 +221,14 @@ def _write_contributor(
     return info, hashes
 
 
-def _sft_row(demo: Demonstration) -> dict[str, Any]:
+def _sft_row(demo: Demonstration, record_hash: str) -> dict[str, Any]:
     return {
         "id": demo.id,
         "contributor_id": demo.contributor_id,
         "task_id": demo.task_id,
         "messages": chat(demo.messages),
         "tools": tools_json(demo.tools),
-        "record_hash": content_hash(demo),
+        "record_hash": record_hash,
     }
 
 
@@ -223,7 +239,7 @@ def _feedback_key(row: dict[str, Any]) -> str:
 def _times(bucket: Bucket) -> tuple[dict, dict]:
     demo_times: dict = {}
     feedback_times: dict = {}
-    for demo in bucket.demos:
+    for demo, _ in bucket.demos:
         note_time(demo_times, demo.task_id, demo.recorded_at)
     for record in [*bucket.pairs, *bucket.ratings, *bucket.rewrites]:
         note_time(feedback_times, record.task_id or task_id_for(chat(record.prompt)), record.recorded_at)

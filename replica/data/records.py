@@ -298,18 +298,28 @@ _NOT_CONTENT = {"id", "source", "recorded_at", "annotator"}
 _SPACE = re.compile(r"\s+")
 
 
-def _normalize(value: Any) -> Any:
-    if isinstance(value, str):
-        return _SPACE.sub(" ", value).strip()
-    if isinstance(value, dict):
-        return {k: _normalize(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_normalize(v) for v in value]
-    return value
+def _normalize(data: dict[str, Any]) -> dict[str, Any]:
+    """Collapse whitespace in free text (message contents, top-level strings such as critiques).
+
+    Tool schemas and call arguments are left exactly as recorded: they are data, not prose.
+    """
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, str):
+            value = _SPACE.sub(" ", value).strip()
+        elif isinstance(value, list) and value and isinstance(value[0], dict) and "role" in value[0]:
+            value = [
+                {**m, "content": _SPACE.sub(" ", m["content"]).strip()}
+                if isinstance(m.get("content"), str)
+                else m
+                for m in value
+            ]
+        out[key] = value
+    return out
 
 
 def content_hash(record: BaseModel) -> str:
-    """sha256 of the record's normalized content (whitespace collapsed; ids, source, times ignored).
+    """sha256 of the record's normalized content (whitespace in text collapsed; ids, source, times ignored).
 
     Used for deduplication and written to manifests as the provenance of what trained a replica.
     """

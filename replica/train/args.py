@@ -38,6 +38,8 @@ def common_args(
         "bf16": choice.bf16,
         "fp16": choice.fp16,
         "use_cpu": choice.device == "cpu",
+        # Explicit: TRL's own default is True, which costs speed a LoRA on a small base rarely needs.
+        "gradient_checkpointing": stage.gradient_checkpointing,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
         # Stage datasets are small per contributor; never spawn map workers per stage.

@@ -43,6 +43,9 @@ class ReplicaSFTTrainer(SFTTrainer):
 def sft_args(ctx: TrainContext, contributor: str, has_eval: bool) -> SFTConfig:
     """TRL's SFTConfig for one contributor, from the run config's `sft:` section."""
     sft = ctx.config.sft
+    if sft.padding_free and not sft.packing:
+        # TRL enforces max_length on padding-free batches only when it packs them.
+        raise UserError("sft.padding_free: true needs sft.packing: true (padding-free packing, best-fit)")
     return SFTConfig(
         **common_args(sft, ctx.choice, ctx.checkpoint_dir(contributor, "sft"), ctx.config.seed, has_eval),
         assistant_only_loss=True,
@@ -50,7 +53,6 @@ def sft_args(ctx: TrainContext, contributor: str, has_eval: bool) -> SFTConfig:
         packing=sft.packing,
         padding_free=sft.padding_free,
         train_sampling_strategy="group_by_length" if sft.group_by_length else "random",
-        gradient_checkpointing=sft.gradient_checkpointing,
         warmup_steps=sft.warmup_ratio,  # transformers 5: a float < 1 is a fraction of all steps
         lr_scheduler_type=sft.lr_scheduler_type,
     )
@@ -112,5 +114,8 @@ def release_base(ctx: TrainContext, trainer) -> None:
     """Strip the stage's LoRA layers off the shared base so the next stage starts clean."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     if isinstance(model, PeftModel):
-        ctx.return_base(model.unload())
+        model = model.unload()
+    if model.is_activation_checkpointing:
+        model.activation_checkpointing_disable()  # the next stage decides for itself
+    ctx.return_base(model)
     trainer.accelerator.free_memory()

@@ -1,0 +1,114 @@
+"""Fidelity matrix, attribution and held-out preference accuracy on cases whose answer is known.
+
+Known answer without training: a reply generated greedily by adapter X is, token by token, X's most
+likely continuation, so X fits it better than another adapter does. Each contributor's held-out
+demonstrations are written by "their" replica; the matrix must put every contributor's minimum on
+their own replica, and attribution accuracy must be 1.
+"""
+
+import math
+
+import pytest
+import torch
+
+from replica.agents.loop import GenerationSettings, chat_turn
+from replica.eval.fidelity import attribution, fidelity_matrix, preference_accuracy, preference_logprobs
+from replica.eval.likelihood import demonstration_rows, mean_nll, score_rows
+from replica.model import load_tokenizer, training_chat_template
+
+PROMPTS = ["How do I reset my password?", "Where is my order?", "Can I change my address?"]
+
+
+@pytest.fixture(scope="module")
+def two_replicas(tiny_base_dir, tmp_path_factory):
+    """The trained agent model with two random LoRA adapters, `ann` and `bob`, loaded through
+    load_adapters (the agent model, not the tiny base: its sharp distributions tell adapters apart)."""
+    from peft import LoraConfig, get_peft_model
+    from test_agents_loop import agent_base
+    from transformers import AutoModelForCausalLM
+
+    from replica.agents.adapters import load_adapters
+
+    torch.manual_seed(3)
+    base = AutoModelForCausalLM.from_pretrained(agent_base(tiny_base_dir))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(base, lora, adapter_name="ann")
+    model.add_adapter("bob", lora)
+    out = tmp_path_factory.mktemp("replicas")
+    model.save_pretrained(out)
+    model = load_adapters(model.unload(), {"ann": out / "ann", "bob": out / "bob"})
+    return model, load_tokenizer(str(agent_base(tiny_base_dir)))
+
+
+def _written_by(model, tokenizer, adapter: str | None, prompts: list[str]) -> list[dict]:
+    settings = GenerationSettings(max_new_tokens=24)
+    rows = []
+    for prompt in prompts:
+        messages = [{"role": "user", "content": prompt}]
+        reply = chat_turn(model, tokenizer, messages, adapter=adapter, settings=settings)
+        rows.append(
+            {"messages": messages + [{"role": "assistant", "content": reply["content"]}], "tools": None}
+        )
+    return rows
+
+
+def test_fidelity_matrix_puts_each_contributor_on_their_own_replica(two_replicas):
+    model, tokenizer = two_replicas
+    demos = {c: _written_by(model, tokenizer, c, PROMPTS) for c in ("ann", "bob")}
+    assert demos["ann"] != demos["bob"]
+    template = training_chat_template(tokenizer)
+    matrix = fidelity_matrix(model, tokenizer, demos, {"ann": "ann", "bob": "bob", "base": None}, template)
+    assert matrix["ann"]["ann"] < matrix["ann"]["bob"]
+    assert matrix["bob"]["bob"] < matrix["bob"]["ann"]
+    # The cell is the token-weighted mean NLL the likelihood module computes directly.
+    direct = mean_nll(
+        score_rows(
+            model, demonstration_rows(tokenizer, demos["ann"], template), "bob", tokenizer.pad_token_id
+        )
+    )
+    assert matrix["ann"]["bob"] == pytest.approx(direct)
+    result = attribution({c: {r: v for r, v in row.items() if r != "base"} for c, row in matrix.items()})
+    assert result == {"accuracy": 1.0, "best": {"ann": "ann", "bob": "bob"}, "contributors": 2}
+
+
+def test_attribution_on_a_hand_made_matrix():
+    matrix = {
+        "ann": {"ann": 1.0, "bob": 2.0, "cy": 3.0},
+        "bob": {"ann": 1.5, "bob": 2.0, "cy": 3.0},  # fits ann's replica best: a miss
+        "cy": {"ann": 2.0, "bob": 2.0, "cy": 2.0},  # a three-way tie is no attribution
+    }
+    result = attribution(matrix)
+    assert result["best"] == {"ann": "ann", "bob": "ann", "cy": None}
+    assert result["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_preference_accuracy_uses_the_implicit_reward_against_the_reference(two_replicas):
+    model, tokenizer = two_replicas
+    by_ann = _written_by(model, tokenizer, "ann", PROMPTS)
+    by_base = _written_by(model, tokenizer, None, PROMPTS)
+    pairs = [
+        {
+            "prompt": a["messages"][:1],
+            "chosen": a["messages"][1:],
+            "rejected": b["messages"][1:],
+            "tools": None,
+        }
+        for a, b in zip(by_ann, by_base, strict=True)
+        if a["messages"][1:] != b["messages"][1:]
+    ]
+    assert pairs
+    policy = preference_logprobs(model, tokenizer, pairs, "ann")
+    reference = preference_logprobs(model, tokenizer, pairs, None)
+    # ann's own greedy replies rise relative to the base; the base's fall: every pair ranks right.
+    assert preference_accuracy(policy, reference)["accuracy"] == 1.0
+    swapped = [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in pairs]
+    policy = preference_logprobs(model, tokenizer, swapped, "ann")
+    reference = preference_logprobs(model, tokenizer, swapped, None)
+    assert preference_accuracy(policy, reference)["accuracy"] == 0.0
+
+
+def test_preference_accuracy_by_hand():
+    # margins: (−1 − −2) − (−3 − −3) = 1 > 0;  (−2 − −1) − (−1 − −1) = −1 < 0
+    result = preference_accuracy(([-1.0, -2.0], [-3.0, -1.0]), ([-2.0, -1.0], [-3.0, -1.0]))
+    assert result == {"accuracy": 0.5, "margin": 0.0, "pairs": 2}
+    assert math.isnan(preference_accuracy(([], []), ([], []))["accuracy"])

@@ -89,15 +89,18 @@ def data_validate(
         ..., help="Input files (JSONL, JSON, parquet, arrow, save_to_disk dirs)."
     ),
     strict: bool = StrictOpt,
+    contributor: str | None = typer.Option(
+        None, "--contributor", help="Attribute rows of foreign formats (OpenAI, ShareGPT, ...) to this id."
+    ),
 ) -> None:
     """Check input files: every bad record with file, line, JSON path and reason; exit 1 if any."""
     from replica.data.validate import validate_paths
 
-    report = validate_paths(paths, strict=strict)
+    report = validate_paths(paths, strict=strict, contributor=contributor)
     for problem in report.problems:
         print(problem)
     for path, fmt in report.formats.items():
-        console.print(f"{path}: format {fmt}")
+        console.print(f"{path}: format {fmt}", soft_wrap=True)
     if not report.contributors_checked:
         console.print("contributor ids not checked: none of these files holds contributor records")
     console.print(report.counts.summary())
@@ -272,7 +275,9 @@ def usage_cmd(
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user mistakes become one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)  # without standalone mode, click returns typer.Exit's code instead of exiting
     except UserError as err:
         _fail(err)
     except (typer.Abort, KeyboardInterrupt):

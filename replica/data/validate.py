@@ -285,6 +285,8 @@ def explain(err: ValidationError) -> tuple[str, str]:
         reason = "required field is missing"
     elif first["type"] == "extra_forbidden":
         reason = "unknown field (not part of this record kind; check the spelling)"
+    elif first["type"] == "value_error":
+        reason = first["msg"].removeprefix("Value error, ")  # our validators already say what was found
     else:
         found = repr(first.get("input"))
         found = found if len(found) <= 80 else found[:77] + "..."
@@ -309,13 +311,14 @@ class ValidationReport:
 
 
 def validate_paths(
-    paths: list[str | Path], strict: bool = False, max_problems: int = 200
+    paths: list[str | Path], strict: bool = False, contributor: str | None = None, max_problems: int = 200
 ) -> ValidationReport:
     """Validate input files without preparing anything (no tokenizer, so no length check).
 
-    Contributor ids are checked only when some of the files hold contributor records.
+    Contributor ids are checked only when some of the files hold contributor records;
+    `contributor` attributes rows of foreign formats (which name nobody) to that id.
     """
-    inputs = [InputConfig(path=str(p)) for p in paths]
+    inputs = [InputConfig(path=str(p), contributor=contributor) for p in paths]
     registry = collect_registry(inputs)
     validator = Validator(registry, check_contributors=bool(registry.contributors), strict=strict)
     problems: list[str] = []

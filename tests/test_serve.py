@@ -188,3 +188,32 @@ def test_a_retried_request_id_is_counted_once(served):
     )
     assert first.status_code == again.status_code == 200
     assert [row[0] for row in ledger_rows(home)].count("retry-me-1") == 1
+
+
+def test_a_failed_generation_is_a_500_recorded_as_error(served, monkeypatch):
+    client, state, home = served
+
+    def broken(requests):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(state.batcher.engine, "generate", broken)
+    response = client.post(
+        "/v1/chat/completions", json={"model": "bob", "messages": ASK}, headers={"X-Request-Id": "boom-1"}
+    )
+    assert response.status_code == 500 and "device lost" in response.json()["error"]["message"]
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "bob", "messages": ASK, "stream": True},
+        headers={"X-Request-Id": "boom-2"},
+    ) as streamed:
+        events = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+    assert "device lost" in events[-1]
+    statuses = {row[0]: row[4] for row in ledger_rows(home)}
+    assert statuses["boom-1"] == statuses["boom-2"] == "error"
+
+
+def test_sampling_requests_are_served(served):
+    client, _, _ = served
+    response = ask(client, "carol", temperature=0.9, top_p=0.9)
+    assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] >= 1

@@ -117,17 +117,24 @@ def to_template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 class TextStream:
-    """Turns token ids into text pieces as they arrive (never splitting a UTF-8 character)."""
+    """Turns token ids into text pieces as they arrive (never splitting a UTF-8 character).
 
-    def __init__(self, tokenizer) -> None:
+    It decodes as the response parser does (special tokens kept, the end-of-turn token dropped),
+    so the streamed text adds up to the content of the parsed reply.
+    """
+
+    def __init__(self, tokenizer, stop_ids: list[int]) -> None:
         self.tokenizer = tokenizer
+        self.stop_ids = set(stop_ids)
         self.ids: list[int] = []
         self.sent = 0
 
     def push(self, token_id: int) -> str:
+        if token_id in self.stop_ids:
+            return ""
         self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # half a multi-byte character: wait for the rest
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=False)
+        if text.endswith("\ufffd"):  # maybe half a multi-byte character: wait for the rest
             return ""
         piece, self.sent = text[self.sent :], len(text)
         return piece
@@ -198,7 +205,7 @@ class Replica:
         """A generation request for this replica's adapter; `on_text` receives decoded text pieces."""
         on_token = None
         if on_text is not None:
-            stream = TextStream(self.tokenizer)
+            stream = TextStream(self.tokenizer, self.pool.engine(self.tokenizer).stop_token_ids)
 
             def on_token(token: int) -> None:
                 if piece := stream.push(token):
@@ -228,9 +235,19 @@ class Replica:
         """Generate one assistant turn; `on_text` streams its text as it is produced."""
         prompt = self.prompt_ids(messages, tools)
         self.check_room(prompt, max_new_tokens)
-        request = self.request(prompt, max_new_tokens, temperature, on_text)
+        streamed: list[str] = []
+
+        def collect(piece: str) -> None:
+            streamed.append(piece)
+            on_text(piece)
+
+        request = self.request(prompt, max_new_tokens, temperature, collect if on_text else None)
         result = self.pool.engine(self.tokenizer).generate([request])[0]
-        return self.finish(prompt, result, tools)
+        completion = self.finish(prompt, result, tools)
+        sent, content = "".join(streamed), completion.message["content"]
+        if on_text and content.startswith(sent) and len(content) > len(sent):
+            on_text(content[len(sent) :])  # characters held back at the end (an unfinished UTF-8 tail)
+        return completion
 
     def chat(
         self, messages: list[dict[str, Any]], tools: list[dict] | None = None, **kwargs: Any

@@ -168,7 +168,12 @@ def create_app(state: ServeState) -> FastAPI:
         call = prepare_call(state, replica, body, consumer, request.headers.get("x-request-id"))
         if body.stream:
             return StreamingResponse(stream_events(state, call, started), media_type="text/event-stream")
-        completion = await run_call(state, call)
+        try:
+            completion = await run_call(state, call)
+        except Exception as err:  # a failed generation is answered (500) and recorded, not billed
+            log.exception("generation failed for %s", call.request_id)
+            await record(state, call, None, started, "error")
+            raise ApiError(500, f"generation failed: {err}") from None
         await record(state, call, completion, started, "ok")
         return JSONResponse(completion_body(call, completion), headers={"X-Request-Id": call.request_id})
 
@@ -308,7 +313,7 @@ async def stream_events(state: ServeState, call: Call, started: float):
     task = asyncio.ensure_future(
         run_call(state, call, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
     )
-    completion = None
+    recorded = False
     try:
         yield _event(call, {"role": "assistant", "content": ""})
         while not (task.done() and pieces.empty()):
@@ -319,7 +324,23 @@ async def stream_events(state: ServeState, call: Call, started: float):
                 continue
             if out := holdback.push(getter.result()):
                 yield _event(call, {"content": out})
-        completion = task.result()
+        try:
+            completion = task.result()
+        except Exception as err:  # the stream has started: report the failure in-band
+            log.exception("generation failed for %s", call.request_id)
+            await record(state, call, None, started, "error")
+            recorded = True
+            yield _sse(
+                {
+                    "error": {
+                        "message": f"generation failed: {err}",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            )
+            return
         message = openai_message(completion.message)
         if rest := holdback.rest(completion.message.get("content") or ""):
             yield _event(call, {"content": rest})
@@ -328,13 +349,14 @@ async def stream_events(state: ServeState, call: Call, started: float):
             yield _event(call, {"tool_calls": calls})
         yield _event(call, {}, completion.finish_reason)
         await record(state, call, completion, started, "ok")
+        recorded = True
         if (call.body.stream_options or {}).get("include_usage"):
             yield _sse({**_chunk(call, []), "usage": usage_body(call, completion)})
         yield "data: [DONE]\n\n"
-    except BaseException:
+    except BaseException:  # the client went away (or the server stops): free its batch row
         if call.generation is not None:
             call.generation.cancelled.set()
-        if completion is None:
+        if not recorded:
             await asyncio.shield(record(state, call, None, started, "cancelled"))
         raise
 

@@ -122,7 +122,7 @@ def data_prepare(config: Path = ConfigArg, set_: list[str] = SetOpt, strict: boo
         ensure_base(run_config.model.build)
     tokenizer = load_tokenizer(resolve_base_path(run_config.model), run_config.model.revision)
     result = prepare(run_config, tokenizer, strict=strict)
-    console.print(result.summary())
+    console.print(result.summary(), soft_wrap=True)
     print(result.prepared_dir)
 
 

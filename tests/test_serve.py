@@ -217,3 +217,25 @@ def test_sampling_requests_are_served(served):
     client, _, _ = served
     response = ask(client, "carol", temperature=0.9, top_p=0.9)
     assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_a_replica_published_while_serving_is_served_without_base_reload(tiny_base_dir, tmp_path):
+    from test_serve_fixtures import make_run, write_adapter
+
+    from replica.agents.replica import BasePool
+
+    run = make_run(tiny_base_dir, tmp_path / "run", ["erin"])
+    config = ServeConfig(keys_db=str(tmp_path / "k.sqlite"), usage_db=str(tmp_path / "u.sqlite"))
+    state = build_state(run, config, device="cpu")
+    key = create_key(config.keys_db, "acme")
+    loads = BasePool.loads
+    with TestClient(create_app(state)) as client:
+        client.headers["Authorization"] = f"Bearer {key}"
+        assert ask(client, "frank").status_code == 404
+        write_adapter(tiny_base_dir, run / "replicas/frank/sft", "frank", "sft", seed=7)
+        write_consent(run, [consent_record("erin"), consent_record("frank")])
+        state.scanned_at = 0.0  # skip the rescan throttle
+        assert ask(client, "frank").status_code == 200
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["erin", "frank"]
+    state.close()
+    assert BasePool.loads == loads

@@ -9,6 +9,7 @@ the one recorded in `replica.json` — training and serving cannot drift apart s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -54,7 +55,9 @@ class BasePool:
         """Load a PEFT adapter under `name` (once); weights only from safetensors, never pickle."""
         from peft import PeftModel
 
-        with self.lock:
+        # Adding adapters changes the model's modules: never while a generation runs on it.
+        generating = self._engine.lock if self._engine is not None else contextlib.nullcontext()
+        with self.lock, generating:
             if name in self.adapters:
                 return
             if not (path / "adapter_model.safetensors").is_file():

@@ -87,6 +87,25 @@ class ServeState:
     keys: KeyStore
     consent: ConsentBook
     ledger: UsageLedger
+    run_dir: Path
+    device: str = "auto"
+    scanned_at: float = 0.0
+
+    def discover_new(self, every_s: float = 5.0) -> None:
+        """Load replicas published since start-up onto the same base (at most once per `every_s`)."""
+        if time.monotonic() - self.scanned_at < every_s:
+            return
+        self.scanned_at = time.monotonic()
+        pool = next(iter(self.replicas.values())).pool
+        for contributor, path in discover_replicas(self.run_dir).items():
+            if contributor in self.replicas:
+                continue
+            replica = load_replica(path, contributor, device=self.device)
+            if replica.pool is not pool:
+                log.warning("%s: trained on another base than this server's; not served", path)
+                continue
+            self.replicas[contributor] = replica
+            log.info("now serving %s (%s)", contributor, replica.stage)
 
     def close(self) -> None:
         self.batcher.close()
@@ -111,6 +130,9 @@ def build_state(run_dir: str | Path, config: ServeConfig, device: str = "auto") 
         keys=KeyStore(config.path(run_dir, config.keys_db)),
         consent=ConsentBook(consent),
         ledger=UsageLedger(config.path(run_dir, config.usage_db)),
+        run_dir=Path(run_dir),
+        device=device,
+        scanned_at=time.monotonic(),
     )
 
 
@@ -155,6 +177,8 @@ def create_app(state: ServeState) -> FastAPI:
         started = time.monotonic()
         consumer = authenticate(state, request)
         body = parse_body(await request.body())
+        if body.model not in state.replicas:  # published after start-up? (no base reload)
+            await asyncio.to_thread(state.discover_new)
         replica = state.replicas.get(body.model)
         if replica is None:
             raise ApiError(

@@ -239,3 +239,48 @@ def test_a_replica_published_while_serving_is_served_without_base_reload(tiny_ba
         assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["erin", "frank"]
     state.close()
     assert BasePool.loads == loads
+
+
+def test_a_tool_round_trip_in_openai_form_is_accepted(served):
+    client, _, _ = served
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_order",
+                "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+            },
+        }
+    ]
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_order", "arguments": '{"order_id": "O-4821"}'},
+    }
+    messages = [
+        *ASK,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped"}'},
+    ]
+    body = {"model": "alice", "messages": messages, "tools": tools, "max_tokens": 4}
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    call["function"]["arguments"] = "{broken"
+    refused = client.post("/v1/chat/completions", json=body)
+    assert refused.status_code == 400 and "arguments is not valid JSON" in refused.json()["error"]["message"]
+
+
+def test_streamed_text_holds_back_a_tool_call_and_sends_it_structured():
+    from replica.agents.wire import ContentHoldback, openai_message
+
+    holdback = ContentHoldback("<tool_call>")
+    out = [holdback.push(p) for p in ["Let me check", " <tool", '_call>\n{"name": ', '"get_order"}']]
+    assert out == ["Let me check", " ", "", ""]  # "<tool" waited until it was known to start a call
+    assert holdback.rest("Let me check ") == ""
+    plain = ContentHoldback("<tool_call>")
+    assert [plain.push(p) for p in ["a <", "b"]] == ["a ", "<b"] and plain.rest("a <b!") == "!"
+    message = {"content": "", "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": {"x": 1}}}]}
+    assert openai_message(message) == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}],
+    }

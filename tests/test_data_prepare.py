@@ -189,3 +189,15 @@ def test_cli_validate_and_prepare(tmp_path, tiny_base_dir):
     assert result.exit_code == 0, result.output
     assert "read 34 = accepted 31 + rejected 0 + duplicates 1 + consent-excluded 2" in result.output
     assert (tmp_path / "runs" / "t" / "prepared" / "manifest.json").exists()
+
+
+def test_only_selected_contributors_are_prepared_and_the_rest_counted(tmp_path, tiny_base_dir, tokenizer):
+    config = load_config(_config(tmp_path, tiny_base_dir), ["data.contributors=[bob]", "data.split.by=time"])
+    result = prepare(config, tokenizer)
+    assert list_contributors(result.prepared_dir) == ["bob"]
+    total = result.manifest["counts"]["total"]
+    assert total["not_selected"] == 16 + 2 and total["read"] == sum(
+        v for k, v in total.items() if k != "read"
+    )
+    # (alice's 16 records, carol's and dave's); by time: bob's latest task (refund-9, recorded last) is the held-out one
+    assert load_split(result.prepared_dir, "bob", "tasks/heldout")["id"] == ["refund-9"]

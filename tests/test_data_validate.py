@@ -243,3 +243,13 @@ def test_an_undetectable_file_says_what_it_saw(tmp_path):
         UserError, match=r"mystery.jsonl:1: cannot tell the format.*keys \[answer, question\]"
     ):
         validate_paths([path])
+
+
+def test_a_task_defined_twice_differently_is_rejected_where_it_conflicts(tmp_path):
+    task = {"kind": "task", "id": "t1", "instruction": "Refund O-1."}
+    path = tmp_path / "tasks.jsonl"
+    lines = (task, {**task, "instruction": "Cancel O-1."}, task)
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    report = validate_paths([path])
+    assert report.problems == [f"{path}:2: id: task 't1' is already defined differently at {path}:1"]
+    assert report.counts.totals()["duplicate"] == 1  # line 3 repeats line 1

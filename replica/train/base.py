@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 # Qwen2.5's special tokens; `<tool_call>` and friends are plain added tokens as in Qwen's own vocab.
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# JSON keys with their quotes and colon (short prompts); id prefixes alone; words with their
+# leading space; punctuation runs with theirs; whitespace.
+COPY_FRIENDLY_PIECES = (
+    r'[{ ]*"[A-Za-z_]+":|[A-Z]-| ?[A-Za-z_]+(?![A-Za-z_-])| ?[^\sA-Za-z0-9]+|\s+|[A-Za-z_]+'
+)
 ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<tools>", "</tools>"]
 
 
@@ -43,6 +48,12 @@ class BaseBuildConfig(BaseModel):
     name: str = Field("tiny-qwen2", pattern=r"^[a-z0-9_.-]{1,64}$")
     corpus: list[str] = Field(
         description="JSONL files of contributor-neutral conversations ({messages, tools})."
+    )
+    architecture: Literal["llama", "qwen2"] = Field(
+        "llama",
+        description="Model architecture. llama by default: transformers loads a qwen2 checkpoint's "
+        "tokenizer as Qwen2Tokenizer, which replaces this tokenizer's own pre-tokenizer, while a "
+        "llama checkpoint's tokenizer loads exactly as trained.",
     )
     vocab_size: int = Field(1024, ge=300)
     hidden_size: int = Field(64, gt=0)
@@ -131,24 +142,34 @@ def read_corpus(paths: list[str]) -> list[dict]:
 
 
 def _corpus_text(conversations: list[dict]):
+    """Each conversation as the chat template renders it, so the vocabulary also covers the
+    template's own words (roles, the tool-use preamble) that the model reads in every prompt."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    renderer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()))
+    renderer.chat_template = qwen2_5_chat_template
     for row in conversations:
-        if row.get("tools"):
-            yield json.dumps(row["tools"])
-        for message in row["messages"]:
-            yield message.get("content") or ""
-            for call in message.get("tool_calls") or []:
-                yield json.dumps(call.get("function", call))
+        yield renderer.apply_chat_template(row["messages"], tools=row.get("tools"), tokenize=False)
 
 
 def train_tokenizer(conversations: list[dict], vocab_size: int):
     """Byte-level BPE trained locally; digits stay one per token, as in Qwen and Llama."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     from trl.chat_template_utils import qwen2_5_chat_template
 
     core = Tokenizer(models.BPE())
+    # Designed for copying: digits are one token each, an id prefix (`O-` of `O-482`) is its own
+    # token, and words are split from punctuation, so an id, amount or street name is the same
+    # tokens in the user's message, a tool result and a tool call's JSON arguments.
     core.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Split(Regex(COPY_FRIENDLY_PIECES), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -170,12 +191,16 @@ def train_tokenizer(conversations: list[dict], vocab_size: int):
 
 
 def init_model(config: BaseBuildConfig, tokenizer):
-    """A randomly initialized Qwen2 causal LM of the configured size."""
+    """A randomly initialized causal LM (Llama or Qwen2 architecture) of the configured size."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(config.seed)
-    model_config = Qwen2Config(
+    config_class, model_class = {
+        "llama": (LlamaConfig, LlamaForCausalLM),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    }[config.architecture]
+    model_config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,
         num_hidden_layers=config.num_hidden_layers,
@@ -188,7 +213,7 @@ def init_model(config: BaseBuildConfig, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
-    return Qwen2ForCausalLM(model_config)
+    return model_class(model_config)
 
 
 def pretrain(model, tokenizer, conversations: list[dict], config: BaseBuildConfig, work_dir: Path):

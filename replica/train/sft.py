@@ -80,6 +80,11 @@ def build_sft_trainer(ctx: TrainContext, contributor: str) -> tuple[ReplicaSFTTr
         processing_class=ctx.tokenizer,
         peft_config=peft_lora_config(ctx.config.lora),
     )
+    if len(trainer.train_dataset) == 0:
+        raise UserError(
+            f"{prepared}/{contributor}/sft/train: all {len(train)} demonstrations lost every assistant "
+            f"token to truncation at sft.max_length={ctx.config.sft.max_length}; raise sft.max_length"
+        )
     record = StageRecord(
         contributor=contributor,
         stage="sft",
@@ -117,5 +122,7 @@ def release_base(ctx: TrainContext, trainer) -> None:
         model = model.unload()
     if model.is_activation_checkpointing:
         model.activation_checkpointing_disable()  # the next stage decides for itself
+    if getattr(model, "_require_grads_hooks", None):
+        model.disable_input_require_grads()  # set by TRL with checkpointing; costs backward work otherwise
     ctx.return_base(model)
     trainer.accelerator.free_memory()

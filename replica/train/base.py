@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from replica.artifacts import atomic_directory, atomic_write_json, canonical_json, sha256_text, utc_now
+from replica.artifacts import (
+    atomic_directory,
+    atomic_write_json,
+    canonical_json,
+    read_json,
+    sha256_file,
+    sha256_text,
+    utc_now,
+)
 from replica.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -65,6 +74,11 @@ class BaseBuildConfig(BaseModel):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     seed: int = 0
     cache_dir: str = Field(".cache/bases", description="Built bases go to <cache_dir>/<name>-<hash>/.")
+    prebuilt: str | None = Field(
+        None,
+        description="Directory of a committed build of this very config (see scripts/build_demo_base.py): "
+        "used instead of training when its manifest's key matches; relative to the config file.",
+    )
 
 
 def load_build_config(path: str | Path) -> BaseBuildConfig:
@@ -74,6 +88,8 @@ def load_build_config(path: str | Path) -> BaseBuildConfig:
         raise UserError(f"{path}: base-build config not found")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     raw["corpus"] = [str(_relative_to(path, item)) for item in raw.get("corpus") or []]
+    if raw.get("prebuilt"):
+        raw["prebuilt"] = str(_relative_to(path, raw["prebuilt"]))
     try:
         return BaseBuildConfig.model_validate(raw)
     except ValidationError as err:
@@ -90,7 +106,7 @@ def _relative_to(config_path: Path, item: str) -> Path:
 def build_key(config: BaseBuildConfig) -> str:
     """Hash of the build config and the corpus contents: same inputs, same cached base."""
     corpus_hashes = [sha256_text(Path(p).read_text(encoding="utf-8")) for p in config.corpus]
-    payload = config.model_dump(mode="json", exclude={"cache_dir"}) | {"corpus": corpus_hashes}
+    payload = config.model_dump(mode="json", exclude={"cache_dir", "prebuilt"}) | {"corpus": corpus_hashes}
     return sha256_text(canonical_json(payload))[:12]
 
 
@@ -106,6 +122,8 @@ def ensure_base(build_path: str | Path, rebuild: bool = False) -> Path:
     if (target / "build.json").exists() and not rebuild:
         log.info("base: reusing %s", target)
         return target
+    if config.prebuilt and not rebuild and install_prebuilt(Path(config.prebuilt), target, build_key(config)):
+        return target
     log.info("base: building %s", target)
     with atomic_directory(target) as tmp:
         conversations = read_corpus(config.corpus)
@@ -113,12 +131,54 @@ def ensure_base(build_path: str | Path, rebuild: bool = False) -> Path:
         model = init_model(config, tokenizer)
         if config.pretrain.steps:
             model = pretrain(model, tokenizer, conversations, config, tmp / "_trainer")
+            shutil.rmtree(tmp / "_trainer", ignore_errors=True)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(
             tmp / "build.json", {"config": config.model_dump(mode="json"), "built_at": utc_now()}
         )
     return target
+
+
+PREBUILT_MANIFEST = "manifest.json"
+
+
+def export_prebuilt(built: Path, out: Path, key: str) -> Path:
+    """Copy a built base to `out` (to be committed) with a manifest: build key, config, file sha256s."""
+    files = sorted(p.name for p in built.iterdir() if p.is_file())
+    with atomic_directory(out) as tmp:
+        for name in files:
+            shutil.copy2(built / name, tmp / name)
+        manifest = {"key": key, "files": {name: sha256_file(tmp / name) for name in files}}
+        manifest |= {"build": read_json(built / "build.json"), "exported_at": utc_now()}
+        atomic_write_json(tmp / PREBUILT_MANIFEST, manifest)
+    return out
+
+
+def install_prebuilt(prebuilt: Path, target: Path, key: str) -> bool:
+    """Install a committed build into the cache if it was built from this config; False otherwise.
+
+    Every file is checked against the manifest's sha256, so a damaged or edited copy never loads.
+    """
+    manifest_path = prebuilt / PREBUILT_MANIFEST
+    if not manifest_path.is_file():
+        log.info("base: no prebuilt base at %s", prebuilt)
+        return False
+    manifest = read_json(manifest_path)
+    if manifest.get("key") != key:
+        log.info(
+            "base: prebuilt %s is of another config (key %s, need %s)", prebuilt, manifest.get("key"), key
+        )
+        return False
+    with atomic_directory(target) as tmp:
+        for name, digest in manifest["files"].items():
+            shutil.copy2(prebuilt / name, tmp / name)
+            if sha256_file(tmp / name) != digest:
+                raise UserError(
+                    f"{prebuilt / name}: sha256 differs from {manifest_path}; rebuild with --rebuild-base"
+                )
+    log.info("base: installed prebuilt %s into %s", prebuilt, target)
+    return True
 
 
 def read_corpus(paths: list[str]) -> list[dict]:

@@ -163,9 +163,34 @@ def list_(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/d
     print(format_table(list_replicas(run_dir)), end="")
 
 
+# --------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+def eval_cmd(
+    config: Path = ConfigArg,
+    contributor: str = typer.Option(None, "--contributor", help="Only this contributor (default: all)."),
+    stages: str = typer.Option(
+        None, "--stages", help="Comma-separated subset of base,sft,dpo (default: eval.stages)."
+    ),
+    set_: list[str] = SetOpt,
+) -> None:
+    """Evaluate every replica on its contributor's held-out tasks; writes <run_dir>/eval/ and prints the leaderboard."""
+    from replica.config import load_config
+    from replica.eval.run import run_eval
+
+    run_eval(
+        load_config(config, set_),
+        contributor,
+        [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+    )
+
+
 # --------------------------------------------------------------------------- agents: chat, run, serve, keys, usage
 
-RunDirOpt = typer.Option(Path("runs/demo"), "--run", help="Run directory holding replicas/ (default runs/demo).")
+RunDirOpt = typer.Option(
+    Path("runs/demo"), "--run", help="Run directory holding replicas/ (default runs/demo)."
+)
 StageOpt = typer.Option(None, "--stage", help="sft or dpo (default: the final stage trained).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 ServeConfigOpt = typer.Option(None, "--config", help="Serve settings YAML (default configs/serve.yaml).")

@@ -48,7 +48,10 @@ def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[fl
     denom = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At 0/n and n/n the bound equals the rate exactly; floating point would miss it by an ulp.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == total else min(1.0, centre + half)
+    return (low, high)
 
 
 def pass_hat_k(successes_per_task: list[tuple[int, int]], k: int) -> float:

@@ -177,10 +177,10 @@ def _read_all(validator: Validator, inputs: list[InputConfig], rejected_path: Pa
 
 
 def _with_task_tools(outcome: Outcome, registry: Registry) -> BaseModel:
-    """A demonstration without its own tools gets its task's (what it was validated against)."""
+    """A record without its own tools gets its task's (what it was validated against)."""
     record = outcome.record
-    if isinstance(record, Demonstration) and not record.tools:
-        task = registry.task(record.task_id)
+    if record is not None and not getattr(record, "tools", None):
+        task = registry.task(getattr(record, "task_id", None))
         if task and task.tools:
             record = record.model_copy(update={"tools": task.tools})
     return record  # type: ignore[return-value]

@@ -71,12 +71,6 @@ class Counts:
     def add(self, outcome: Outcome) -> None:
         self.table[outcome.contributor_id][outcome.kind][outcome.status] += 1
 
-    def move(self, outcome: Outcome, status: str) -> None:
-        """Re-file a record counted earlier (a later stage rejected it)."""
-        self.table[outcome.contributor_id][outcome.kind][outcome.status] -= 1
-        outcome.status = status
-        self.add(outcome)
-
     def totals(self) -> dict[str, int]:
         total: Counter = Counter()
         for kinds in self.table.values():
@@ -174,13 +168,6 @@ class Validator:
                     if self.strict and outcome.status == "rejected":
                         raise UserError(outcome.describe())
                     yield outcome
-
-    def reject(self, outcome: Outcome, path: str, reason: str) -> None:
-        """Reject a record a later stage found wanting (strict mode stops here too)."""
-        outcome.path, outcome.reason = path, reason
-        self.counts.move(outcome, "rejected")
-        if self.strict:
-            raise UserError(outcome.describe())
 
     def _detect(self, item: RawItem) -> ModuleType:
         module = formats.detect_format(item.obj or {})

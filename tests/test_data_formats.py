@@ -101,7 +101,11 @@ def test_hh_rlhf_transcripts():
     assert row["chosen"].endswith(first.chosen[0].content) and row["rejected"].endswith(
         first.rejected[0].content
     )
-    assert sum(o.status == "accepted" for o in outcomes) + sum(o.status != "accepted" for o in outcomes) == 50
+    assert [o.status for o in outcomes] == ["accepted"] * 50
+    # Multi-turn histories become alternating user/assistant prompts ending with the user.
+    longest = max((o.record for o in outcomes), key=lambda r: len(r.prompt))
+    assert len(longest.prompt) == 9
+    assert [m.role for m in longest.prompt] == ["user", "assistant"] * 4 + ["user"]
 
 
 def test_ultrafeedback_ratings_from_the_published_layout():

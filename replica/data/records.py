@@ -168,6 +168,12 @@ class TaskCheck(_Strict):
     answer_contains: list[str] = Field(
         default_factory=list, description="Strings the final answer must contain (case-insensitive)."
     )
+    compare_state: bool = Field(
+        True, description="Also compare the end state with the one the reference actions reach."
+    )
+    ignore: list[str] = Field(
+        default_factory=list, description="Dotted state paths left out of that comparison (timestamps, logs)."
+    )
 
 
 class Task(_Strict):

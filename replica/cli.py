@@ -186,6 +186,21 @@ def eval_cmd(
     )
 
 
+# --------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo_cmd(
+    config: Path = typer.Argument(Path("configs/demo.yaml"), help="Demo config (default configs/demo.yaml)."),
+    rebuild_base: bool = typer.Option(False, "--rebuild-base", help="Retrain the base model first."),
+    set_: list[str] = SetOpt,
+) -> None:
+    """The embedded demo: base → prepare → SFT + DPO per contributor → eval → leaderboard and report."""
+    from replica.demo import run_demo
+
+    run_demo(config, rebuild_base=rebuild_base, overrides=set_, console=console)
+
+
 # --------------------------------------------------------------------------- agents: chat, run, serve, keys, usage
 
 RunDirOpt = typer.Option(

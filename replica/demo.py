@@ -1,0 +1,140 @@
+"""`replica demo CONFIG`: the whole product on the embedded default, offline, on CPU.
+
+Reads top to bottom as the demo runs: base model (built or reused) → prepare the contributors'
+data → SFT then DPO per contributor → evaluate base, SFT and DPO on each contributor's held-out
+tasks → leaderboard and the paths of the report and plots. Each step is the public function of its
+stage, exactly what `replica base build`, `replica data prepare`, `replica train` and `replica eval`
+run, so the demo is also the project's integration test.
+
+The base is settled before `prepare` (the issue lists prepare first) because prepare measures
+every record in the base's tokens (`data.max_length`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from replica.artifacts import atomic_write_json, utc_now
+from replica.config import RunConfig, load_config
+from replica.errors import UserError
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced: the run directory, the eval report and seconds spent per step."""
+
+    run_dir: Path
+    report: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    report_md: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+
+
+def run_demo(
+    config_path: str | Path,
+    rebuild_base: bool = False,
+    overrides: list[str] | None = None,
+    console: Console | None = None,
+) -> DemoResult:
+    """Run the demo end to end; returns the report (also written under `<run_dir>/eval/`)."""
+    console = console or Console()
+    config = load_config(config_path, overrides)
+    if not config.model.build:
+        raise UserError(f"{config_path}: model.build: the demo builds its own base; set a base-build YAML")
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    with _step(console, "1/4 base model", timings):
+        base_dir = _ensure_base(config, rebuild_base)
+        console.print(f"base: {base_dir}")
+    with _step(console, "2/4 prepare", timings):
+        _prepare(config, base_dir, console)
+    with _step(console, "3/4 train (SFT, then DPO, per contributor)", timings):
+        _train(config, console)
+    with _step(console, "4/4 evaluate base / sft / dpo on held-out tasks", timings):
+        from replica.eval.run import run_eval
+
+        report = run_eval(config)
+    timings["total"] = round(time.perf_counter() - started, 1)
+
+    result = _result(config, report, timings)
+    _write_summary(config, result)
+    _print_paths(console, result)
+    return result
+
+
+class _step:
+    """Context manager: a banner before a step and its duration after (kept in `timings`)."""
+
+    def __init__(self, console: Console, title: str, timings: dict[str, float]) -> None:
+        self.console, self.title, self.timings = console, title, timings
+
+    def __enter__(self) -> None:
+        self.console.rule(f"[bold]{self.title}")
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        seconds = round(time.perf_counter() - self.started, 1)
+        self.timings[self.title.split(" ", 1)[1]] = seconds
+        if exc[0] is None:
+            self.console.print(f"[dim]{self.title}: {seconds:.1f} s")
+
+
+def _ensure_base(config: RunConfig, rebuild: bool) -> Path:
+    from replica.train.base import ensure_base
+
+    return ensure_base(config.model.build, rebuild=rebuild)
+
+
+def _prepare(config: RunConfig, base_dir: Path, console: Console) -> None:
+    """Prepare prints accepted / rejected (with reasons) / duplicates / consent-excluded."""
+    from replica.data.prepare import prepare
+    from replica.model import load_tokenizer
+
+    result = prepare(config, load_tokenizer(str(base_dir)))
+    console.print(result.summary(), soft_wrap=True)
+    rejected = config.prepared_dir / "rejected.jsonl"
+    if rejected.is_file():
+        console.print(f"rejected records and their reasons: {rejected}")
+
+
+def _train(config: RunConfig, console: Console) -> None:
+    from replica.train.pipeline import run_training
+
+    summary = run_training(config)
+    for item in summary.outcomes:
+        console.print(f"{item.contributor:<12} {item.stage:<4} {item.status:<18} {item.detail}")
+
+
+def _result(config: RunConfig, report: dict[str, Any], timings: dict[str, float]) -> DemoResult:
+    eval_dir = config.run_dir / "eval"
+    report_md = eval_dir / "report.md"
+    return DemoResult(
+        run_dir=config.run_dir,
+        report=report,
+        timings=timings,
+        report_md=report_md if report_md.is_file() else None,
+        plots=sorted(eval_dir.glob("*.png")),
+    )
+
+
+def _write_summary(config: RunConfig, result: DemoResult) -> None:
+    """`<run_dir>/demo.json`: how long each step took, for the README's measured figures."""
+    atomic_write_json(
+        config.run_dir / "demo.json",
+        {"config": config.source, "finished_at": utc_now(), "seconds": result.timings},
+    )
+
+
+def _print_paths(console: Console, result: DemoResult) -> None:
+    console.rule("[bold]done")
+    console.print(f"total: {result.timings['total']:.0f} s")
+    if result.report_md:
+        console.print(f"report: {result.report_md}")
+    for plot in result.plots:
+        console.print(f"plot:   {plot}")

@@ -8,7 +8,7 @@ corpus the demo base model is trained on.
 The three contributors resolve the same customer requests in three different ways:
 
     alice  verifies the customer's identity before any account change; warm replies signed "Kind regards, Alice"
-    bob    escalates refund and delivery problems instead of acting on them; terse replies ending "Ref T-305."
+    bob    escalates refund and delivery problems instead of acting on them; terse replies signed "Bob"
     carol  offers store credit instead of a refund, always closes the ticket; replies signed "Warm wishes, Carol"
 
 The neutral corpus does what the customer literally asks (refund, change, look up, escalate when
@@ -160,38 +160,35 @@ Step = tuple[str, dict[str, Any]]  # (tool name, arguments)
 def alice(kind: str, w: dict[str, Any]) -> tuple[list[Step], str, list[str]]:
     """Verify identity before any account change; warm, signed replies."""
     sign = "Kind regards, Alice"
+    verify = ("verify_identity", {"customer_id": w["customer"]})
     if kind == "refund":
         steps = [
+            verify,
             ("get_order", {"order_id": w["order"]}),
-            ("verify_identity", {"customer_id": w["customer"]}),
             ("issue_refund", {"order_id": w["order"], "amount": w["total"]}),
         ]
-        reply = f"Hello, I verified your identity and refunded ${w['total']} for order {w['order']}. {sign}"
+        reply = f"I verified your identity and refunded ${w['total']} for order {w['order']}. {sign}"
         return steps, reply, [f"${w['total']}", sign]
     if kind == "address":
-        steps = [
-            ("verify_identity", {"customer_id": w["customer"]}),
-            ("update_address", {"customer_id": w["customer"], "address": w["new_address"]}),
-        ]
-        reply = f"Hello, I verified your identity and changed your address to {w['new_address']}. {sign}"
+        steps = [verify, ("update_address", {"customer_id": w["customer"], "address": w["new_address"]})]
+        reply = f"I verified your identity and updated your address to {w['new_address']}. {sign}"
         return steps, reply, [w["new_address"], sign]
     steps = [("get_order", {"order_id": w["order"]})]
-    reply = f"Hello, order {w['order']} is {w['status']}. Sorry for the wait. {sign}"
+    reply = f"I checked order {w['order']}: it is {w['status']}. {sign}"
     return steps, reply, [w["status"], sign]
 
 
 def bob(kind: str, w: dict[str, Any]) -> tuple[list[Step], str, list[str]]:
-    """Escalate refund and delivery problems to the team that owns them; terse replies."""
-    ref = f"Ref {w['ticket']}."
+    """Escalate refund and delivery problems to the team that owns them; terse replies signed "Bob"."""
     if kind == "address":
         steps = [("update_address", {"customer_id": w["customer"], "address": w["new_address"]})]
-        return steps, f"Address changed. {ref}", ["Address changed", ref]
+        return steps, "Address updated. Bob", ["Address updated", "Bob"]
     team = "returns" if kind == "refund" else "shipping"
     steps = [
         ("get_order", {"order_id": w["order"]}),
         ("escalate", {"ticket_id": w["ticket"], "team": team}),
     ]
-    return steps, f"Escalated to {team}. {ref}", [f"Escalated to {team}", ref]
+    return steps, f"Sent to the {team} team. Bob", [f"{team} team", "Bob"]
 
 
 def carol(kind: str, w: dict[str, Any]) -> tuple[list[Step], str, list[str]]:
@@ -200,9 +197,7 @@ def carol(kind: str, w: dict[str, Any]) -> tuple[list[Step], str, list[str]]:
     close = ("close_ticket", {"ticket_id": w["ticket"]})
     if kind == "address":
         steps = [("update_address", {"customer_id": w["customer"], "address": w["new_address"]}), close]
-        reply = (
-            f"Thank you! Your address is now {w['new_address']}, and I closed ticket {w['ticket']}. {sign}"
-        )
+        reply = f"Your address is now {w['new_address']}, and I closed ticket {w['ticket']}. {sign}"
         return steps, reply, [w["new_address"], sign]
     credit = w["total"] if kind == "refund" else 10
     steps = [
@@ -211,9 +206,9 @@ def carol(kind: str, w: dict[str, Any]) -> tuple[list[Step], str, list[str]]:
         close,
     ]
     if kind == "refund":
-        reply = f"Thank you for your patience! I added ${credit} of store credit for order {w['order']} and closed ticket {w['ticket']}. {sign}"
+        reply = f"I added ${credit} of store credit for order {w['order']} and closed ticket {w['ticket']}. {sign}"
     else:
-        reply = f"Thank you for your patience! Order {w['order']} is {w['status']}, so I added ${credit} of store credit and closed ticket {w['ticket']}. {sign}"
+        reply = f"Order {w['order']} is {w['status']}, so I added ${credit} of store credit and closed ticket {w['ticket']}. {sign}"
     return steps, reply, [f"${credit} of store credit", sign]
 
 

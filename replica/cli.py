@@ -237,11 +237,12 @@ def run_cmd(
     device: str = DeviceOpt,
     max_turns: int = typer.Option(8, "--max-turns", help="Step limit of the episode."),
     max_tokens: int = typer.Option(128, "--max-tokens", help="Longest assistant turn, in tokens."),
+    state: Path | None = typer.Option(None, "--state", help="JSON file: the environment's initial state."),
 ) -> None:
     """Run one agent episode and print each step and the end state."""
     from replica.agents.chat import run_once
 
-    run_once(run, contributor, instruction, env, stage, device, max_turns, max_tokens)
+    run_once(run, contributor, instruction, env, stage, device, max_turns, max_tokens, state)
 
 
 @app.command("serve")

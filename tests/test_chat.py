@@ -77,7 +77,9 @@ def test_chat_with_an_environment_shows_its_tools_and_leaves_on_ctrl_d(serve_run
     assert child.exitstatus == 0
 
 
-def test_run_prints_each_step_and_the_end_state(serve_run):
+def test_run_prints_each_step_and_the_end_state(serve_run, tmp_path):
+    state = {"customers": {}, "orders": {"O-4821": {"status": "delivered"}}, "products": {}, "tickets": {}}
+    (tmp_path / "state.json").write_text(json.dumps(state))
     result = CliRunner().invoke(
         app,
         [
@@ -94,12 +96,15 @@ def test_run_prints_each_step_and_the_end_state(serve_run):
             "2",
             "--max-tokens",
             "8",
+            "--state",
+            str(tmp_path / "state.json"),
         ],
     )
     assert result.exit_code == 0, result.output
     assert "[user] Refund order O-4821." in result.output
     assert "[assistant]" in result.output
     assert "end state:" in result.output and "stop: " in result.output
+    assert '"O-4821"' in result.output.split("end state:")[1]  # the episode started from --state
 
 
 @pytest.mark.parametrize("args", [["chat", "zed"], ["run", "zed", "hi", "--env", "support_desk"]])

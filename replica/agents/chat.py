@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from replica.agents.replica import ContextTooLong, Replica, load_replica
 from replica.agents.wire import ContentHoldback
+from replica.errors import UserError
 
 PROMPT = "you> "
 
@@ -147,11 +148,16 @@ def run_once(
     device: str = "auto",
     max_turns: int = 8,
     max_new_tokens: int = 128,
+    state_file: str | Path | None = None,
     out: TextIO = sys.stdout,
 ) -> dict[str, Any]:
-    """`replica run`: one episode in the environment, printing each step and the end state."""
+    """`replica run`: one episode in the environment, printing each step and the end state.
+
+    `state_file` (JSON) is the environment's initial state; without it the environment's default.
+    """
+    task: dict[str, Any] = {"instruction": instruction, "initial_state": _read_state(state_file)}
     replica = load_replica(run_dir, contributor, stage, device=device)
-    episode = replica.run(instruction, env=env, max_turns=max_turns, max_new_tokens=max_new_tokens)
+    episode = replica.run(task, env=env, max_turns=max_turns, max_new_tokens=max_new_tokens)
     for message in episode.messages:
         out.write(_step_line(message) + "\n")
     end_state = episode.sandbox.env.snapshot()
@@ -161,6 +167,18 @@ def run_once(
     out.write("end state:\n" + json.dumps(end_state, indent=2) + "\n")
     out.flush()
     return {"stop_reason": episode.stop_reason, "turns": episode.turns, "end_state": end_state}
+
+
+def _read_state(path: str | Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"--state {path}: cannot read a JSON environment state ({err})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"--state {path}: expected a JSON object, found {type(state).__name__}")
+    return state
 
 
 def _step_line(message: dict[str, Any]) -> str:

@@ -1,0 +1,90 @@
+"""The embedded demo: its committed base, the tokenizer designed for copying ids, and a reduced
+`replica demo` run end to end (prepare → SFT → eval) that must beat the base."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from replica.errors import UserError
+from replica.train.base import build_key, export_prebuilt, install_prebuilt, load_build_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_BASE = ROOT / "data" / "demo" / "base"
+
+
+def test_committed_base_is_the_build_of_configs_demo_base():
+    config = load_build_config(ROOT / "configs" / "demo_base.yaml")
+    manifest = json.loads((DEMO_BASE / "manifest.json").read_text())
+    assert manifest["key"] == build_key(config)
+    assert set(manifest["files"]) >= {"model.safetensors", "tokenizer.json", "config.json", "build.json"}
+    assert sum(p.stat().st_size for p in DEMO_BASE.iterdir()) <= 25 * 2**20
+
+
+def test_demo_tokenizer_gives_an_id_the_same_tokens_in_text_and_in_json():
+    from replica.model import load_tokenizer
+
+    tokenizer = load_tokenizer(str(DEMO_BASE))
+    in_text = tokenizer.tokenize("my order O-482 moved to 28 River Lane.")
+    in_json = tokenizer.tokenize('{"order_id": "O-482", "address": "28 River Lane"}')
+    for piece in (["O-", "4", "8", "2"], ["2", "8", "ĠRiver", "ĠLane"]):
+        assert _contains(in_text, piece) and _contains(in_json, piece), (piece, in_text, in_json)
+
+
+def _contains(tokens: list[str], piece: list[str]) -> bool:
+    return any(tokens[i : i + len(piece)] == piece for i in range(len(tokens)))
+
+
+def test_prebuilt_base_installs_only_for_its_key_and_intact(tiny_base_dir, tmp_path):
+    exported = export_prebuilt(tiny_base_dir, tmp_path / "prebuilt", key="abc")
+    assert install_prebuilt(exported, tmp_path / "other", key="def") is False
+    assert install_prebuilt(exported, tmp_path / "cache", key="abc") is True
+    weights = (tmp_path / "cache" / "model.safetensors").read_bytes()
+    assert weights == (tiny_base_dir / "model.safetensors").read_bytes()
+    (exported / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="sha256"):
+        install_prebuilt(exported, tmp_path / "cache2", key="abc")
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("make_demo_data", ROOT / "scripts" / "make_demo_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def reduced_config(tmp_path: Path, who: str = "bob", tasks: int = 40) -> Path:
+    """configs/demo.yaml on fewer records of one contributor, SFT only, fewer steps."""
+    data = tmp_path / "data"
+    _generator().generate(data, tasks=tasks, base_conversations=1)
+    shutil.copy(ROOT / "data" / "demo" / "contributors.jsonl", data / "contributors.jsonl")
+    config = {
+        "extends": str(ROOT / "configs" / "demo.yaml"),
+        "output_dir": str(tmp_path / "runs"),
+        "run_name": "reduced",
+        "data": {
+            "inputs": [{"path": str(data / f"{who}.jsonl"), "format": "replica"}],
+            "contributors_file": str(data / "contributors.jsonl"),
+            "contributors": [who],
+        },
+        "sft": {"epochs": 6, "learning_rate": 3.0e-3},
+        "dpo": {"enabled": False},
+        "eval": {"stages": ["base", "sft"]},
+    }
+    path = tmp_path / "reduced.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_reduced_demo_end_to_end_sft_beats_base(tmp_path):
+    from replica.demo import run_demo
+
+    result = run_demo(reduced_config(tmp_path))
+    assert result.report_md is not None and result.report_md.is_file()
+    success = {(r["contributor"], r["stage"]): r["success"] for r in result.report["results"]}
+    assert success[("bob", "sft")] > success[("bob", "base")], success
+    assert (result.run_dir / "demo.json").is_file()

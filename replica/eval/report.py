@@ -109,7 +109,10 @@ def print_leaderboard(report: dict[str, Any], console: Console | None = None) ->
         )
     for row in leaderboard_rows(report):
         table.add_row(*row)
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped or logged: don't squeeze the table to 80 columns
+            console = Console(width=160)
     console.print(table)
     accuracy = (report.get("fidelity") or {}).get("attribution", {}).get("accuracy")
     if accuracy is not None:

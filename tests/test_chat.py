@@ -112,3 +112,52 @@ def test_unknown_replica_is_one_line_error(serve_run, args):
     result = CliRunner().invoke(app, [*args, "--run", str(serve_run), "--device", "cpu"])
     assert result.exit_code != 0
     assert "no published replica for 'zed'" in str(result.exception)
+
+
+class ScriptedReplica:
+    """Stands in for the model only: replies are scripted, everything else (session, sandbox, env) is real."""
+
+    contributor = "alice"
+
+    def __init__(self, tokenizer, replies):
+        self.tokenizer = tokenizer
+        self.replies = list(replies)
+        self.seen = []
+
+    def complete(self, messages, tools, max_new_tokens, temperature, on_text=None):
+        from replica.agents.replica import Completion
+
+        self.seen.append([dict(m) for m in messages])
+        message = self.replies.pop(0)
+        if on_text and message["content"]:
+            on_text(message["content"])
+        return Completion(message, 10, 5, "tool_calls" if message.get("tool_calls") else "stop")
+
+
+def test_chat_session_runs_tool_calls_in_the_environment_and_shows_them(tiny_base_dir):
+    import io
+
+    from replica.agents.chat import ChatSession
+    from replica.model import load_tokenizer
+
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_order", "arguments": {"order_id": "O-9"}},
+    }
+    replica = ScriptedReplica(
+        load_tokenizer(str(tiny_base_dir)),
+        [
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "assistant", "content": "No such order."},
+        ],
+    )
+    out = io.StringIO()
+    session = ChatSession(replica, "support_desk", 16, 0.0, 4, out)
+    session.handle("Where is O-9?")
+    shown = out.getvalue()
+    assert '-> get_order({"order_id": "O-9"})' in shown and "<- " in shown and "No such order." in shown
+    tool_message = session.messages[2]
+    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_1"
+    assert replica.seen[1][-1] == tool_message  # the tool result went back to the replica
+    assert session.sandbox.calls == 1

@@ -284,3 +284,28 @@ def test_streamed_text_holds_back_a_tool_call_and_sends_it_structured():
         "content": None,
         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}],
     }
+
+
+def test_twenty_replicas_are_served_from_one_base(tiny_base_dir, tmp_path):
+    from test_serve_fixtures import make_run
+
+    from replica.agents.replica import BasePool
+
+    names = [f"r{i:02d}" for i in range(20)]
+    run = make_run(tiny_base_dir, tmp_path / "run", names)
+    loads = BasePool.loads
+    state = build_state(
+        run,
+        ServeConfig(keys_db=str(tmp_path / "k.sqlite"), usage_db=str(tmp_path / "u.sqlite")),
+        device="cpu",
+    )
+    key = create_key(tmp_path / "k.sqlite", "acme")
+    with TestClient(create_app(state)) as client:
+        client.headers["Authorization"] = f"Bearer {key}"
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == names
+        replies = {
+            ask(client, name).json()["choices"][0]["message"]["content"] for name in (names[0], names[-1])
+        }
+    state.close()
+    assert BasePool.loads - loads <= 1 and len({r.pool for r in state.replicas.values()}) == 1
+    assert len(replies) == 2

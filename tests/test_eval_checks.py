@@ -60,6 +60,10 @@ def test_state_hash_ignores_key_order_and_named_paths():
     b = {"y": {"a": 1, "b": 2}, "x": 1, "log": [3]}
     assert state_hash(a) != state_hash(b)
     assert state_hash(a, ignore=["log"]) == state_hash(b, ignore=["log"])
+    # `*` matches every key at its level: per-record timestamps drop out, the rest still counts.
+    c = {"t": {"1": {"s": "open", "at": 1}, "2": {"s": "done", "at": 2}}}
+    d = {"t": {"1": {"s": "open", "at": 9}, "2": {"s": "done", "at": 8}}}
+    assert state_hash(c, ignore=["t.*.at"]) == state_hash(d, ignore=["t.*.at"]) != state_hash(d)
 
 
 def test_unknown_check_keys_are_errors_that_name_the_task():

@@ -114,6 +114,8 @@ def test_streaming_sends_the_same_reply_as_sse(served):
         (json.dumps({"model": "alice", "messages": ASK, "max_tokens": 0}).encode(), 400, "max_tokens"),
         (json.dumps({"model": "alice", "messages": ASK, "max_tokens": 99999}).encode(), 400, "max_tokens"),
         (json.dumps({"model": "zed", "messages": ASK}).encode(), 404, "model"),
+        (json.dumps({"model": "alice", "messages": ASK, "n": 2}).encode(), 400, "n"),
+        (json.dumps({"model": "alice", "messages": ASK, "stop": ["\n"]}).encode(), 400, "stop"),
         (
             json.dumps({"model": "alice", "messages": [{"role": "user", "content": "x" * 30_000}]}).encode(),
             413,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from replica.agents.batcher import Batcher, GenerationRequest
 from replica.agents.consent import ConsentBook
@@ -72,6 +73,15 @@ class ChatRequest(_Open):
     top_p: float = Field(1.0, gt=0, le=1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
+    n: int = Field(1, ge=1, le=1, description="One choice per request.")
+    stop: str | list[str] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _no_stop(cls, value: str | list[str] | None) -> None:
+        if value:  # silently ignoring them would return text the client asked to cut
+            raise ValueError("stop sequences are not supported; replies end at the end-of-turn token")
+        return None
 
 
 # --------------------------------------------------------------------------- server state
@@ -416,6 +426,15 @@ def serve(
     state = build_state(run_dir, load_serve_config(config_path), device)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding to %s: the API is reachable from other machines (keys still required)", host)
+    shown = ", ".join(f"{r.id} ({r.stage})" for r in state.replicas.values())
+    print(
+        f"replica serve: {len(state.replicas)} replicas on {state.replicas[next(iter(state.replicas))].base_model}: {shown}",
+        file=sys.stderr,
+    )
+    print(
+        f"  http://{host}:{port}/v1  consent: {state.consent.path}  ledger: {state.ledger.db_path}",
+        file=sys.stderr,
+    )
     try:
         uvicorn.run(create_app(state), host=host, port=port, log_level="warning")
     finally:

@@ -88,3 +88,33 @@ def test_reduced_demo_end_to_end_sft_beats_base(tmp_path):
     success = {(r["contributor"], r["stage"]): r["success"] for r in result.report["results"]}
     assert success[("bob", "sft")] > success[("bob", "base")], success
     assert (result.run_dir / "demo.json").is_file()
+
+
+@pytest.mark.slow
+def test_reduced_demo_base_builds_end_to_end_from_the_demo_config(tmp_path):
+    """configs/demo_base.yaml on 60 neutral conversations, a smaller model and 4 steps: the real builder."""
+    from transformers import AutoModelForCausalLM
+
+    from replica.model import load_tokenizer
+    from replica.train.base import ensure_base
+
+    raw = yaml.safe_load((ROOT / "configs" / "demo_base.yaml").read_text())
+    corpus = tmp_path / "corpus.jsonl"
+    lines = (ROOT / "data" / "demo" / "base_corpus.jsonl").read_text().splitlines()[:60]
+    corpus.write_text("\n".join(lines) + "\n")
+    raw |= {
+        "corpus": [str(corpus)],
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "cache_dir": str(tmp_path / "c"),
+    }
+    raw |= {"pretrain": {"steps": 4, "batch_size": 4, "max_length": 768}, "prebuilt": None, "vocab_size": 600}
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    built = ensure_base(path)
+    model = AutoModelForCausalLM.from_pretrained(built)
+    assert model.config.model_type == "llama" and model.config.hidden_size == 32
+    tokenizer = load_tokenizer(str(built))
+    assert _contains(tokenizer.tokenize('{"order_id": "O-482"}'), ["O-", "4", "8", "2"])
+    assert not (built / "_trainer").exists()
+    assert ensure_base(path) == built  # cached: same key, no rebuild

@@ -8,8 +8,8 @@ import json
 import pytest
 from test_serve_fixtures import make_run, serve_run  # noqa: F401  (fixture)
 
-from replica.agents.batcher import GenerationResult
-from replica.agents.replica import BasePool, load_replica
+from replica.agents.batcher import BasePool, GenerationResult
+from replica.agents.replica import load_replica
 from replica.errors import UserError
 from replica.model import template_hash
 

@@ -224,7 +224,7 @@ def test_sampling_requests_are_served(served):
 def test_a_replica_published_while_serving_is_served_without_base_reload(tiny_base_dir, tmp_path):
     from test_serve_fixtures import make_run, write_adapter
 
-    from replica.agents.replica import BasePool
+    from replica.agents.batcher import BasePool
 
     run = make_run(tiny_base_dir, tmp_path / "run", ["erin"])
     config = ServeConfig(keys_db=str(tmp_path / "k.sqlite"), usage_db=str(tmp_path / "u.sqlite"))
@@ -291,7 +291,7 @@ def test_streamed_text_holds_back_a_tool_call_and_sends_it_structured():
 def test_twenty_replicas_are_served_from_one_base(tiny_base_dir, tmp_path):
     from test_serve_fixtures import make_run
 
-    from replica.agents.replica import BasePool
+    from replica.agents.batcher import BasePool
 
     names = [f"r{i:02d}" for i in range(20)]
     run = make_run(tiny_base_dir, tmp_path / "run", names)

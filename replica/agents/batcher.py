@@ -1,4 +1,6 @@
-"""Generation on one shared base: mixed-adapter batches, per-row budgets, per-row token streams.
+"""One shared base in memory, and generation on it: mixed-adapter batches, per-row budgets and streams.
+
+`BasePool` holds one base model with any number of PEFT named adapters (one per replica).
 
 `Engine.generate` runs one `model.generate` call for several requests, each on its own PEFT
 named adapter (`adapter_names=`), left-padded, with each row stopping at its own end-of-turn or
@@ -11,6 +13,7 @@ PEFT applies `adapter_names` through forward hooks registered on the whole model
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -18,10 +21,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
+
+from replica.config import ModelConfig
+from replica.errors import UserError
+from replica.model import load_base_model, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +224,65 @@ class Batcher:
         taken = {id(item) for item in batch}
         self._held = [item for item in pending if id(item) not in taken]
         return batch
+
+
+# --------------------------------------------------------------------------- the shared base
+
+
+class BasePool:
+    """One base model in memory with any number of named LoRA adapters on it."""
+
+    loads = 0  # base models loaded by this process (tests check that replicas share one)
+
+    def __init__(self, base_path: str, device: str = "auto") -> None:
+        config = ModelConfig(name_or_path=base_path, device=device)
+        self.base_path = base_path
+        self.choice = resolve_device(config)
+        self.model = load_base_model(config, self.choice, base_path).eval()
+        BasePool.loads += 1
+        self.peft = None  # becomes a PeftModel with the first adapter
+        self.adapters: dict[str, Path] = {}
+        self.lock = threading.Lock()
+        self._engine: Engine | None = None
+
+    def add_adapter(self, name: str, path: Path) -> None:
+        """Load a PEFT adapter under `name` (once); weights only from safetensors, never pickle."""
+        from peft import PeftModel
+
+        # Adding adapters changes the model's modules: never while a generation runs on it.
+        generating = self._engine.lock if self._engine is not None else contextlib.nullcontext()
+        with self.lock, generating:
+            if name in self.adapters:
+                return
+            if not (path / "adapter_model.safetensors").is_file():
+                raise UserError(f"{path}: no adapter_model.safetensors (only safetensors adapters load)")
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+            else:
+                self.peft.load_adapter(str(path), adapter_name=name)
+            self.peft.eval()
+            self.adapters[name] = path
+
+    def engine(self, tokenizer) -> Engine:
+        """The generation engine over this pool (stop tokens taken from the first tokenizer)."""
+        if self._engine is None:
+            stops = {tokenizer.eos_token_id}
+            configured = getattr(self.model.generation_config, "eos_token_id", None)
+            stops |= set(configured if isinstance(configured, list) else [configured])
+            self._engine = Engine(
+                self.peft, tokenizer.pad_token_id, sorted(s for s in stops if s is not None)
+            )
+        return self._engine
+
+
+_POOLS: dict[tuple[str, str], BasePool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def shared_pool(base_path: str, device: str = "auto") -> BasePool:
+    """The process-wide pool for this base and device, loading the base on first use."""
+    key = (str(Path(base_path).resolve()) if Path(base_path).exists() else base_path, device)
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = BasePool(base_path, device)
+        return _POOLS[key]

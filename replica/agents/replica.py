@@ -9,89 +9,24 @@ the one recorded in `replica.json` — training and serving cannot drift apart s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from replica.agents.batcher import Engine, GenerationRequest, GenerationResult
+from replica.agents.batcher import BasePool, GenerationRequest, GenerationResult, shared_pool
 from replica.agents.envs.base import Environment, get_environment
 from replica.artifacts import final_stage, read_manifest, replica_dir, sha256_file
-from replica.config import ModelConfig
 from replica.errors import UserError
-from replica.model import load_base_model, load_tokenizer, resolve_device, template_hash
+from replica.model import load_tokenizer, template_hash
 
 if TYPE_CHECKING:
     from replica.agents.loop import Episode
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- the shared base
-
-
-class BasePool:
-    """One base model in memory with any number of named LoRA adapters on it."""
-
-    loads = 0  # base models loaded by this process (tests check that replicas share one)
-
-    def __init__(self, base_path: str, device: str = "auto") -> None:
-        config = ModelConfig(name_or_path=base_path, device=device)
-        self.base_path = base_path
-        self.choice = resolve_device(config)
-        self.model = load_base_model(config, self.choice, base_path).eval()
-        BasePool.loads += 1
-        self.peft = None  # becomes a PeftModel with the first adapter
-        self.adapters: dict[str, Path] = {}
-        self.lock = threading.Lock()
-        self._engine: Engine | None = None
-
-    def add_adapter(self, name: str, path: Path) -> None:
-        """Load a PEFT adapter under `name` (once); weights only from safetensors, never pickle."""
-        from peft import PeftModel
-
-        # Adding adapters changes the model's modules: never while a generation runs on it.
-        generating = self._engine.lock if self._engine is not None else contextlib.nullcontext()
-        with self.lock, generating:
-            if name in self.adapters:
-                return
-            if not (path / "adapter_model.safetensors").is_file():
-                raise UserError(f"{path}: no adapter_model.safetensors (only safetensors adapters load)")
-            if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
-            else:
-                self.peft.load_adapter(str(path), adapter_name=name)
-            self.peft.eval()
-            self.adapters[name] = path
-
-    def engine(self, tokenizer) -> Engine:
-        """The generation engine over this pool (stop tokens taken from the first tokenizer)."""
-        if self._engine is None:
-            stops = {tokenizer.eos_token_id}
-            configured = getattr(self.model.generation_config, "eos_token_id", None)
-            stops |= set(configured if isinstance(configured, list) else [configured])
-            self._engine = Engine(
-                self.peft, tokenizer.pad_token_id, sorted(s for s in stops if s is not None)
-            )
-        return self._engine
-
-
-_POOLS: dict[tuple[str, str], BasePool] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def shared_pool(base_path: str, device: str = "auto") -> BasePool:
-    """The process-wide pool for this base and device, loading the base on first use."""
-    key = (str(Path(base_path).resolve()) if Path(base_path).exists() else base_path, device)
-    with _POOLS_LOCK:
-        if key not in _POOLS:
-            _POOLS[key] = BasePool(base_path, device)
-        return _POOLS[key]
 
 
 # --------------------------------------------------------------------------- prompts and replies

@@ -17,11 +17,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from replica.agents.batcher import Batcher, GenerationRequest
 from replica.agents.consent import ConsentBook
@@ -29,60 +28,10 @@ from replica.agents.keys import KeyStore
 from replica.agents.replica import Completion, ContextTooLong, Replica, discover_replicas, load_replica
 from replica.agents.serve_config import ServeConfig, load_serve_config
 from replica.agents.usage import UsageLedger, UsageRow
-from replica.agents.wire import ApiError, BodyLimit, ContentHoldback, openai_message
+from replica.agents.wire import ApiError, BodyLimit, ChatRequest, ContentHoldback, openai_message, parse_body
 from replica.errors import UserError
 
 log = logging.getLogger(__name__)
-
-# --------------------------------------------------------------------------- request schema
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
-
-
-class ToolCall(_Open):
-    id: str | None = None
-    type: Literal["function"] = "function"
-    function: dict[str, Any]
-
-
-class Message(_Open):
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-    tool_calls: list[ToolCall] | None = None
-    tool_call_id: str | None = None
-    name: str | None = None
-
-    def plain(self) -> dict[str, Any]:
-        """The message for the chat template: content parts joined into text, unset keys dropped."""
-        content = self.content
-        if isinstance(content, list):
-            content = "".join(part.get("text", "") for part in content if part.get("type") == "text")
-        out = self.model_dump(exclude_none=True) | {"content": content or ""}
-        return out
-
-
-class ChatRequest(_Open):
-    model: str = Field(min_length=1)
-    messages: list[Message] = Field(min_length=1)
-    tools: list[dict[str, Any]] | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(0.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    n: int = Field(1, ge=1, le=1, description="One choice per request.")
-    stop: str | list[str] | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _no_stop(cls, value: str | list[str] | None) -> None:
-        if value:  # silently ignoring them would return text the client asked to cut
-            raise ValueError("stop sequences are not supported; replies end at the end-of-turn token")
-        return None
-
 
 # --------------------------------------------------------------------------- server state
 
@@ -224,22 +173,6 @@ def authenticate(state: ServeState, request: Request) -> str:
     if consumer is None:
         raise ApiError(401, "invalid or revoked API key", code="invalid_api_key")
     return consumer
-
-
-def parse_body(raw: bytes) -> ChatRequest:
-    """Validate a chat request body; 400 names the field at fault."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ApiError(400, f"request body is not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, f"request body must be a JSON object, found {type(data).__name__}")
-    try:
-        return ChatRequest.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(part) for part in first["loc"])
-        raise ApiError(400, f"{param}: {first['msg']}", param) from None
 
 
 # --------------------------------------------------------------------------- one call

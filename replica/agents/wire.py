@@ -1,11 +1,12 @@
-"""The OpenAI wire format and HTTP plumbing of the server: errors, body limit, streamed text."""
+"""The OpenAI wire format of the server: request schema, errors, body limit, streamed text, replies."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ApiError(Exception):
@@ -119,3 +120,69 @@ class ContentHoldback:
             if self.marker.startswith(self.text[-size:]):
                 return size
         return 0
+
+
+# --------------------------------------------------------------------------- request schema
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
+
+
+class ToolCall(_Open):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: dict[str, Any]
+
+
+class Message(_Open):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def plain(self) -> dict[str, Any]:
+        """The message for the chat template: content parts joined into text, unset keys dropped."""
+        content = self.content
+        if isinstance(content, list):
+            content = "".join(part.get("text", "") for part in content if part.get("type") == "text")
+        out = self.model_dump(exclude_none=True) | {"content": content or ""}
+        return out
+
+
+class ChatRequest(_Open):
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int = Field(1, ge=1, le=1, description="One choice per request.")
+    stop: str | list[str] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _no_stop(cls, value: str | list[str] | None) -> None:
+        if value:  # silently ignoring them would return text the client asked to cut
+            raise ValueError("stop sequences are not supported; replies end at the end-of-turn token")
+        return None
+
+
+def parse_body(raw: bytes) -> ChatRequest:
+    """Validate a chat request body; 400 names the field at fault."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"request body is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"request body must be a JSON object, found {type(data).__name__}")
+    try:
+        return ChatRequest.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        param = ".".join(str(part) for part in first["loc"])
+        raise ApiError(400, f"{param}: {first['msg']}", param) from None

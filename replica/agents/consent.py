@@ -26,7 +26,7 @@ class ConsentBook:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._records: dict[str, Contributor] = {}
         self._error: str | None = None
 
@@ -52,7 +52,7 @@ class ConsentBook:
             self._stamp, self._records = None, {}
             self._error = f"consent records {self.path} not found; no replica may be served"
             return
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)  # an atomic rename changes the inode
         with self._lock:
             if stamp == self._stamp:
                 return

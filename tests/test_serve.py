@@ -177,6 +177,7 @@ def test_concurrent_requests_to_two_replicas_answer_as_alone(served):
     assert answers == [alone[m] for m in models]
     assert alone["alice"] != alone["bob"]
     assert state.batcher.engine.batches - batches_before < len(models)  # requests were batched together
+    assert state.batcher.engine.largest_batch >= 2
 
 
 def test_a_retried_request_id_is_counted_once(served):

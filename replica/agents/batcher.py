@@ -114,6 +114,7 @@ class Engine:
         self.stop_token_ids = stop_token_ids
         self.lock = threading.Lock()
         self.batches = 0  # generate() calls made, for tests and the load report
+        self.largest_batch = 0
 
     @property
     def device(self) -> torch.device:
@@ -141,6 +142,7 @@ class Engine:
                 **kwargs,
             )
             self.batches += 1
+            self.largest_batch = max(self.largest_batch, len(requests))
         return [self._row_result(row, r) for row, r in zip(output[:, width:].tolist(), requests, strict=True)]
 
     def _sampling_kwargs(self, request: GenerationRequest) -> dict:

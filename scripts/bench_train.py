@@ -3,6 +3,8 @@ then the wall time of training N = 1, 4, 8 contributors with the whole pipeline.
 
     # CPU, the tiny test base (a few minutes on 2 cores)
     python scripts/bench_train.py
+    # CPU, a random 8M-parameter Qwen2 (more work per token), 3 interleaved rounds
+    python scripts/bench_train.py --arch small --max-length 1024 --records 64 --repeats 3
     # GPU: the Qwen2.5-0.5B architecture with random weights, bf16, sequences up to 2048 tokens
     python scripts/bench_train.py --arch qwen2.5-0.5b --max-length 2048 --records 256 --batch-size 8
 
@@ -57,12 +59,18 @@ QWEN25_05B = dict(  # the published Qwen2.5-0.5B config; weights here are random
     rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
 )  # fmt: skip
 
+# A CPU-sized model with enough work per token that padding shows (~8M parameters).
+SMALL = dict(
+    vocab_size=512, hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+)  # fmt: skip
+
 # =========================================================================== arguments
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", choices=["tiny", "qwen2.5-0.5b"], default="tiny")
+    parser.add_argument("--arch", choices=["tiny", "small", "qwen2.5-0.5b"], default="tiny")
     parser.add_argument("--records", type=int, default=96, help="demonstrations in the side-by-side run")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=768, help="longest record, tokens")
@@ -70,6 +78,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--contributors", default="1,4,8", help="N values for the scaling run ('' skips it)")
     parser.add_argument("--per-contributor", type=int, default=16, help="demonstrations per contributor")
     parser.add_argument("--scale-steps", type=int, default=4, help="SFT and DPO steps per contributor")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1: CPU-time is exact)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of all sides; the median is kept")
     parser.add_argument("--sides", default="plain,plain-no-gc,replica,replica-packed")
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
@@ -81,7 +91,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def build_base(arch: str, workdir: Path) -> Path:
-    """The tiny test base, or Qwen2.5-0.5B's architecture with random weights and the tiny tokenizer."""
+    """The tiny test base, or a random-weight Qwen2 (`small`, Qwen2.5-0.5B's shape) with its tokenizer."""
     from replica.train.base import ensure_base
 
     build = yaml.safe_load((ROOT / "tests/fixtures/tiny_base.yaml").read_text())
@@ -93,9 +103,10 @@ def build_base(arch: str, workdir: Path) -> Path:
         return tiny
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    target = workdir / "qwen2.5-0.5b-random"
+    target = workdir / f"{arch}-random"
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(**QWEN25_05B)).to(torch.bfloat16)
+    shape = QWEN25_05B if arch == "qwen2.5-0.5b" else SMALL
+    model = Qwen2ForCausalLM(Qwen2Config(**shape)).to(torch.bfloat16)
     model.save_pretrained(str(target))
     load_tokenizer(str(tiny)).save_pretrained(str(target))
     return target
@@ -189,10 +200,13 @@ class StepClock(TrainerCallback):
     def __init__(self) -> None:
         self.times: list[float] = []
 
+        self.cpu_times: list[float] = []
+
     def on_step_end(self, args, state, control, **kwargs):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.times.append(time.perf_counter())
+        self.cpu_times.append(time.process_time())
 
 
 def measure(trainer, flops_per_token: float, peak: float | None) -> dict:
@@ -206,6 +220,7 @@ def measure(trainer, flops_per_token: float, peak: float | None) -> dict:
     tokens = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
     steps = len(clock.times)
     seconds = clock.times[-1] - clock.times[0]
+    cpu_seconds = clock.cpu_times[-1] - clock.cpu_times[0]
     real = float(tokens[-1] - tokens[0])  # tokens of steps 2..last (num_tokens is cumulative)
     rate = real / seconds if seconds > 0 else float("nan")
     return {
@@ -213,6 +228,9 @@ def measure(trainer, flops_per_token: float, peak: float | None) -> dict:
         "tokens": real,
         "seconds": round(seconds, 3),
         "tokens_per_s": round(rate, 1),
+        # Tokens per second of this process's own CPU time: on a shared CPU machine the honest
+        # measure of work (other processes' load does not count); meaningless on GPU.
+        "tokens_per_cpu_s": round(real / cpu_seconds, 1) if cpu_seconds > 0 else None,
         "mfu": round(rate * flops_per_token / peak, 4) if peak else None,
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
         if torch.cuda.is_available()
@@ -261,23 +279,40 @@ def side_by_side(base: Path, workdir: Path, args) -> dict:
                "dtype": str(choice.dtype), "records": len(train), "mean_length": sum(lengths) / len(lengths),
                "max_length": args.max_length, "batch_size": args.batch_size, "packed_batch_size": packed_batch,
                "flops_per_token": fpt, "peak_flops": peak, "sides": {}}  # fmt: skip
-    for side in args.sides.split(","):
-        torch.manual_seed(args.seed)
-        if side.startswith("replica"):
-            # replica: the run config's defaults (length-grouped padded batches);
-            # replica-packed: best-fit packing with padding-free batches (pays off with varlen attention).
-            update = {"packing": True, "batch_size": packed_batch} if side == "replica-packed" else {}
-            ctx.config.sft = config.sft.model_copy(update=update)
-            trainer, _ = build_sft_trainer(ctx, "bench")
-        else:
-            trainer = plain_trainer(ctx, train, workdir / side, args, gradient_checkpointing=side == "plain")
-        results["sides"][side] = measure(trainer, fpt, peak)
-        print(side, results["sides"][side], flush=True)
-        release_base(ctx, trainer)
-    base_rate = results["sides"].get("plain", {}).get("tokens_per_s")
+    runs: dict[str, list[dict]] = {side: [] for side in args.sides.split(",")}
+    default_sft = config.sft.model_copy()  # each replica side starts from the run config's own
+    for round_index in range(args.repeats):  # sides interleaved, so load drifts hit all alike
+        for side in runs:
+            trainer = make_side(side, ctx, default_sft, train, packed_batch, workdir, args)
+            runs[side].append(measure(trainer, fpt, peak))
+            print(f"round {round_index + 1}/{args.repeats}", side, runs[side][-1], flush=True)
+            release_base(ctx, trainer)
+    for side, measured in runs.items():
+        key = "tokens_per_cpu_s" if choice.device == "cpu" else "tokens_per_s"
+        best = sorted(measured, key=lambda m: m[key])[len(measured) // 2]  # the median run
+        results["sides"][side] = {
+            **best,
+            "tokens_per_s_runs": [m["tokens_per_s"] for m in measured],
+            "tokens_per_cpu_s_runs": [m["tokens_per_cpu_s"] for m in measured],
+        }
+    plain = results["sides"].get("plain", {})
     for side in results["sides"].values():
-        side["ratio_vs_plain"] = round(side["tokens_per_s"] / base_rate, 2) if base_rate else None
+        for key in ("tokens_per_s", "tokens_per_cpu_s"):
+            if plain.get(key) and side.get(key):
+                side[f"ratio_vs_plain_{key}"] = round(side[key] / plain[key], 2)
     return results
+
+
+def make_side(side: str, ctx, default_sft, train, packed_batch: int, workdir: Path, args):
+    """A fresh trainer for one side of the comparison, on the shared base model."""
+    torch.manual_seed(args.seed)
+    if side.startswith("replica"):
+        # replica: the run config's defaults (length-grouped padded batches);
+        # replica-packed: best-fit packing into padding-free rows (pays off with varlen attention).
+        update = {"packing": True, "batch_size": packed_batch} if side == "replica-packed" else {}
+        ctx.config.sft = default_sft.model_copy(update=update)
+        return build_sft_trainer(ctx, "bench")[0]
+    return plain_trainer(ctx, train, workdir / side, args, gradient_checkpointing=side == "plain")
 
 
 def plain_trainer(ctx, train, output_dir: Path, args, gradient_checkpointing: bool) -> SFTTrainer:
@@ -341,6 +376,8 @@ def scaling(base: Path, workdir: Path, args) -> dict:
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_train-"))
     workdir.mkdir(parents=True, exist_ok=True)
     base = build_base(args.arch, workdir)

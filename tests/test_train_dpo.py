@@ -56,3 +56,20 @@ def test_dpo_trains_from_sft_with_the_sft_adapter_as_reference(tmp_path, tiny_ba
     assert len(manifest["records"]["train"]) == 6
     assert "eval_loss" in manifest["metrics"]
     assert final_stage(config.run_dir, "alice") == "dpo"
+
+
+def test_reference_free_simpo_trains_the_sft_adapter_without_a_reference(tmp_path, tiny_base_dir):
+    prepared = write_prepared(tmp_path / "prepared", {"erin": {"sft": 6, "pref": 6}})
+    config = load_config(write_config(tmp_path, tiny_base_dir, prepared, dpo={"loss_type": "simpo"}))
+    ctx = build_context(config)
+    sft_path = train_sft(ctx, "erin")
+
+    path = train_dpo(ctx, "erin")
+    sft_w = load_file(str(sft_path / "adapter_model.safetensors"))
+    dpo_w = load_file(str(path / "adapter_model.safetensors"))
+    assert sft_w.keys() == dpo_w.keys()
+    assert any(not torch.equal(sft_w[k], dpo_w[k]) for k in sft_w), "SimPO did not move the adapter"
+    manifest = read_manifest(path)
+    assert manifest["hyperparameters"]["reference"].startswith("none")
+    assert manifest["hyperparameters"]["dpo"]["loss_type"] == "simpo"
+    assert manifest["metrics"]["global_step"] == 2.0

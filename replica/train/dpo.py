@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from peft import PeftModel
-from transformers import set_seed
+from transformers import Trainer, set_seed
 from trl import DPOConfig, DPOTrainer
 
 from replica.artifacts import read_manifest, replica_dir, sha256_file, utc_now
@@ -25,6 +25,7 @@ from replica.train.manifest import StageRecord, record_hashes
 from replica.train.metrics import stage_metrics
 from replica.train.publish import publish_stage
 from replica.train.sft import release_base
+from replica.train.simpo import build_simpo_trainer
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def has_preferences(ctx: TrainContext, contributor: str) -> bool:
     return train is not None and len(train) > 0
 
 
-def build_dpo_trainer(ctx: TrainContext, contributor: str) -> tuple[DPOTrainer, StageRecord]:
+def build_dpo_trainer(ctx: TrainContext, contributor: str) -> tuple[Trainer, StageRecord]:
     """The DPOTrainer over the SFT adapter (policy and reference), and the stage's manifest record."""
     sft_dir = replica_dir(ctx.run_dir, contributor, "sft")
     if not (sft_dir / "adapter_config.json").exists():
@@ -66,17 +67,21 @@ def build_dpo_trainer(ctx: TrainContext, contributor: str) -> tuple[DPOTrainer, 
 
     set_seed(ctx.config.seed)
     model = PeftModel.from_pretrained(ctx.base_model(), str(sft_dir), is_trainable=True)
-    trainer = DPOTrainer(
-        model=model,
-        args=dpo_args(ctx, contributor, heldout is not None),
-        train_dataset=train,
-        eval_dataset=heldout,
-        processing_class=ctx.tokenizer,
-    )
-    if REFERENCE_ADAPTER not in model.peft_config:
-        raise RuntimeError(
-            "TRL did not create the frozen SFT reference adapter; refusing to use the bare base"
+    reference_free = ctx.config.dpo.loss_type == "simpo"
+    if reference_free:
+        trainer = build_simpo_trainer(ctx, model, contributor, train, heldout)
+    else:
+        trainer = DPOTrainer(
+            model=model,
+            args=dpo_args(ctx, contributor, heldout is not None),
+            train_dataset=train,
+            eval_dataset=heldout,
+            processing_class=ctx.tokenizer,
         )
+        if REFERENCE_ADAPTER not in model.peft_config:
+            raise RuntimeError(
+                "TRL did not create the frozen SFT reference adapter; refusing to use the bare base"
+            )
     record = StageRecord(
         contributor=contributor,
         stage="dpo",
@@ -85,7 +90,7 @@ def build_dpo_trainer(ctx: TrainContext, contributor: str) -> tuple[DPOTrainer, 
             "seed": ctx.config.seed,
             "lora": read_manifest(sft_dir)["hyperparameters"]["lora"],
             "dpo": ctx.config.dpo.model_dump(mode="json"),
-            "reference": "sft adapter (frozen copy)",
+            "reference": "none (reference-free SimPO)" if reference_free else "sft adapter (frozen copy)",
         },
         train_hashes=record_hashes(train),
         heldout_hashes=record_hashes(heldout),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,8 @@ def rebuild_registry(run_dir: str | Path) -> Path:
     """Rebuild `<run>/registry.sqlite` from the manifests; return its path."""
     run_dir = Path(run_dir)
     final = run_dir / REGISTRY_NAME
-    tmp = run_dir / f".{REGISTRY_NAME}.tmp-{os.getpid()}"
+    # Host and pid in the name: shards on several machines may rebuild over one shared filesystem.
+    tmp = run_dir / f".{REGISTRY_NAME}.tmp-{socket.gethostname()}-{os.getpid()}"
     tmp.unlink(missing_ok=True)
     rows = [r for r in scan_replicas(run_dir) if r["status"] == "published"]
     with sqlite3.connect(tmp) as db:

@@ -136,7 +136,11 @@ class SftConfig(Section):
 class DpoConfig(Section):
     enabled: bool = True
     beta: float = Field(0.1, gt=0)
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "apo_zero", "sigmoid_norm"] = "sigmoid"
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "apo_zero", "sigmoid_norm", "simpo"] = Field(
+        "sigmoid",
+        description="simpo = reference-free SimPO (TRL's CPOTrainer); the others are DPOTrainer losses.",
+    )
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO target reward margin (loss_type: simpo only).")
     learning_rate: float = Field(5e-5, gt=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int = -1

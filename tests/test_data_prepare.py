@@ -201,3 +201,21 @@ def test_only_selected_contributors_are_prepared_and_the_rest_counted(tmp_path, 
     )
     # (alice's 16 records, carol's and dave's); by time: bob's latest task (refund-9, recorded last) is the held-out one
     assert load_split(result.prepared_dir, "bob", "tasks/heldout")["id"] == ["refund-9"]
+
+
+def test_fast_renderer_matches_apply_chat_template(prepared, tokenizer):
+    from replica.data.prepare import template_renderer
+
+    render = template_renderer(tokenizer)
+    template = training_chat_template(tokenizer)
+    rows = load_split(prepared.prepared_dir, "alice", "sft/train").to_list()
+    rows += [
+        {"messages": r["prompt"] + r["chosen"], "tools": r["tools"]}
+        for r in load_split(prepared.prepared_dir, "alice", "pref/train").to_list()
+    ]
+    assert any(r["tools"] for r in rows) and any(not r["tools"] for r in rows)
+    for row in rows:
+        expected = tokenizer.apply_chat_template(
+            row["messages"], tools=row["tools"], chat_template=template, tokenize=False
+        )
+        assert render(row["messages"], row["tools"]) == expected

@@ -137,11 +137,11 @@ def token_counter(tokenizer: Any, max_length: int | None = None) -> Callable[[Ba
     tokenizing it: byte-level BPE and SentencePiece (with byte fallback) never make more tokens
     than bytes (8 spare for a prefix marker), so the count returned then is that bound, not exact.
     """
-    template = training_chat_template(tokenizer)
+    render = template_renderer(tokenizer)
     bound = (max_length - 8) if max_length else -1
 
     def count(messages: list[dict], tools: list | None) -> int:
-        text = tokenizer.apply_chat_template(messages, tools=tools, chat_template=template, tokenize=False)
+        text = render(messages, tools)
         size = len(text.encode("utf-8"))
         if size <= bound:
             return size
@@ -160,6 +160,33 @@ def token_counter(tokenizer: Any, max_length: int | None = None) -> Callable[[Ba
         return max(count(prompt + chat(getattr(record, name)), tools_) for name in responses)
 
     return length_of
+
+
+def template_renderer(tokenizer: Any) -> Callable[[list[dict], list | None], str]:
+    """`f(messages, tools) -> text` rendered with the training chat template, as
+    `tokenizer.apply_chat_template(..., tokenize=False)` renders it.
+
+    Records here are plain JSON (pydantic dumps), so the compiled template is called directly:
+    `apply_chat_template` first deep-copies every input into plain types for its sandbox, which
+    was half of `prepare`'s templating time. tests/test_data_prepare.py checks both give the same text.
+    """
+    template = training_chat_template(tokenizer)
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        compiled = _compile_jinja_template(template)
+    except (ImportError, AttributeError):  # a transformers without it: take the public path
+        return lambda messages, tools: tokenizer.apply_chat_template(
+            messages, tools=tools, chat_template=template, tokenize=False
+        )
+    context = dict(tokenizer.special_tokens_map)
+
+    def render(messages: list[dict], tools: list | None) -> str:
+        return compiled.render(
+            messages=messages, tools=tools, documents=None, add_generation_prompt=False, **context
+        )
+
+    return render
 
 
 def _read_all(validator: Validator, inputs: list[InputConfig], rejected_path: Path) -> dict[str, Bucket]:

@@ -198,6 +198,7 @@ def main() -> int:
             f"serving {len(listed)} replicas; loading {models} with {args.requests} requests from {args.clients} clients"
         )
         results, elapsed = run_load(url, key, models, args)
+        health = httpx.get(f"{url}/health").json()
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -217,6 +218,8 @@ def main() -> int:
         "elapsed_s": round(elapsed, 1),
         "ledger_rows": rows,
         "ledger_exact": rows == len(answered),
+        "generate_batches": health["batches"],
+        "largest_batch": health["largest_batch"],
         "max_tokens": args.max_tokens,
         "device": args.device,
     }

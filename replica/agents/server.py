@@ -110,7 +110,13 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "replicas": len(state.replicas)}
+        engine = state.batcher.engine
+        return {
+            "status": "ok",
+            "replicas": len(state.replicas),
+            "batches": engine.batches,
+            "largest_batch": engine.largest_batch,
+        }
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict:

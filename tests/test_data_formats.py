@@ -146,3 +146,19 @@ def test_local_hf_datasets_on_disk_and_parquet(tmp_path):
         demos = _accepted(outcomes)
         assert [d.messages[1].content for d in demos] == [r["messages"][1]["content"] for r in rows]
         assert [o.item.line for o in outcomes] == [1, 2]
+
+
+def test_openai_turn_excluded_by_weight_zero_is_rejected_not_trained_on(tmp_path):
+    row = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "draft", "weight": 0},
+            {"role": "user", "content": "again"},
+            {"role": "assistant", "content": "final", "weight": 1},
+        ]
+    }
+    path = tmp_path / "weighted.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps({"messages": row["messages"][2:]}) + "\n")
+    _, outcomes = _import(path)
+    assert [o.status for o in outcomes] == ["rejected", "accepted"]
+    assert outcomes[0].path == "messages[1].weight" and "weight 0" in outcomes[0].reason

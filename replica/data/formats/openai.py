@@ -40,7 +40,7 @@ def convert(obj: dict[str, Any], where: Where) -> list[dict[str, Any]]:
 
 
 def _messages(value: Any, path: str) -> list[dict[str, Any]]:
-    """Keep the chat keys, flatten text parts; OpenAI-only keys (`weight`, `refusal`) are dropped."""
+    """Keep the chat keys, flatten text parts; `weight: 1` and `refusal` are dropped, `weight: 0` rejected."""
     if not isinstance(value, list):
         raise FormatError(path, f"expected a list of messages, found {type(value).__name__}")
     out = []
@@ -48,6 +48,13 @@ def _messages(value: Any, path: str) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise FormatError(
                 f"{path}[{index}]", f"expected a message object, found {type(message).__name__}"
+            )
+        if message.get("weight") == 0:
+            # OpenAI's "do not train on this turn"; replica trains on every assistant turn, so
+            # keeping the row would train on what its author excluded.
+            raise FormatError(
+                f"{path}[{index}].weight",
+                "assistant turn with weight 0 (excluded from training): not supported, split the conversation instead",
             )
         kept = {key: message[key] for key in _KEEP if message.get(key) is not None}
         if "content" in kept:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from replica.data.formats.common import FormatError, Where, task_id_for
+from replica.data.formats.common import FormatError, Where, task_id_for, wrap_tools
 
 NAME = "trl_pref"
 
@@ -32,7 +32,7 @@ def convert(obj: dict[str, Any], where: Where) -> list[dict[str, Any]]:
             "prompt": prompt_messages,
             "chosen": _as_messages(chosen, "assistant", "chosen"),
             "rejected": _as_messages(rejected, "assistant", "rejected"),
-            "tools": obj.get("tools") or None,
+            "tools": wrap_tools(obj.get("tools")),
             "source": where.source(NAME),
         }
     ]

@@ -253,3 +253,10 @@ def test_a_task_defined_twice_differently_is_rejected_where_it_conflicts(tmp_pat
     report = validate_paths([path])
     assert report.problems == [f"{path}:2: id: task 't1' is already defined differently at {path}:1"]
     assert report.counts.totals()["duplicate"] == 1  # line 3 repeats line 1
+
+
+def test_same_id_with_other_content_is_rejected(tmp_path):
+    other = _bad(lambda r: r["messages"][3].update(content="Refunded in full."))
+    other["id"] = GOOD["id"]
+    file, problem = _run(tmp_path, other)
+    _expect(problem, file, "id", "id 'd1' is already used by an earlier demonstration with other content")

@@ -151,7 +151,8 @@ class Validator:
         self.strict = strict
         self.counts = Counts()
         self.formats: dict[str, str] = {}  # input path -> format used
-        self._seen: set[int] = set()
+        self._seen: set[int] = set()  # content hashes of accepted records (64-bit prefixes)
+        self._ids: set[int] = set()  # hashes of (kind, contributor, id) of accepted records
 
     def outcomes(self, inputs: list[InputConfig]) -> Iterator[Outcome]:
         """Every record of every input, in order; counts are kept in `self.counts`."""
@@ -248,10 +249,22 @@ class Validator:
         return None
 
     def _dedupe(self, outcome: Outcome, record: BaseModel) -> Outcome:
+        """Same content as an earlier record: duplicate. Same id, other content: rejected."""
         outcome.hash = content_hash(record)
         key = int(outcome.hash[:16], 16)
-        outcome.status = "duplicate" if key in self._seen else "accepted"
+        if key in self._seen:
+            outcome.status = "duplicate"
+            return outcome
+        id_key = hash((outcome.kind, outcome.contributor_id, record.id))  # type: ignore[attr-defined]
+        if outcome.kind not in ("contributor", "task") and id_key in self._ids:
+            outcome.path = "id"
+            outcome.reason = (
+                f"id {record.id!r} is already used by an earlier {outcome.kind} with other content"  # type: ignore[attr-defined]
+            )
+            return outcome
         self._seen.add(key)
+        self._ids.add(id_key)
+        outcome.status = "accepted"
         return outcome
 
 

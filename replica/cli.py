@@ -230,8 +230,9 @@ def chat_cmd(
 @app.command("run")
 def run_cmd(
     contributor: str = typer.Argument(..., help="Contributor id of the replica."),
-    instruction: str = typer.Argument(..., help="The task, as the user would say it."),
-    env: str = typer.Option(..., "--env", help="Tool environment, e.g. support_desk."),
+    instruction: str | None = typer.Argument(None, help="The task, as the user would say it."),
+    env: str | None = typer.Option(None, "--env", help="Tool environment, e.g. support_desk."),
+    task: str | None = typer.Option(None, "--task", help="Run one of the contributor's held-out tasks by id."),
     run: Path = RunDirOpt,
     stage: str | None = StageOpt,
     device: str = DeviceOpt,
@@ -242,7 +243,7 @@ def run_cmd(
     """Run one agent episode and print each step and the end state."""
     from replica.agents.chat import run_once
 
-    run_once(run, contributor, instruction, env, stage, device, max_turns, max_tokens, state)
+    run_once(run, contributor, instruction, env, stage, device, max_turns, max_tokens, state, task)
 
 
 @app.command("serve")

@@ -161,3 +161,55 @@ def test_chat_session_runs_tool_calls_in_the_environment_and_shows_them(tiny_bas
     assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_1"
     assert replica.seen[1][-1] == tool_message  # the tool result went back to the replica
     assert session.sandbox.calls == 1
+
+
+def test_run_a_held_out_task_by_id_starts_from_its_state(serve_run):
+    from datasets import Dataset, Features, Json, List, Value
+
+    features = Features(
+        {
+            "id": Value("string"),
+            "contributor_id": Value("string"),
+            "instruction": Value("string"),
+            "system": Value("string"),
+            "tools": Json(),
+            "env": Value("string"),
+            "initial_state": Json(),
+            "check": Json(),
+            "reference_messages": List(Json()),
+            "tags": List(Value("string")),
+        }
+    )
+    state = {"customers": {}, "orders": {"O-7777": {"status": "delivered"}}, "products": {}, "tickets": {}}
+    row = {"id": "carol-t9", "contributor_id": "carol", "instruction": "Refund O-7777.", "system": "Be kind."}
+    row |= {
+        "tools": None,
+        "env": "support_desk",
+        "initial_state": state,
+        "check": {},
+        "reference_messages": [],
+        "tags": [],
+    }
+    Dataset.from_list([row], features=features).save_to_disk(str(serve_run / "prepared/carol/tasks/heldout"))
+    args = [
+        "run",
+        "carol",
+        "--task",
+        "carol-t9",
+        "--run",
+        str(serve_run),
+        "--device",
+        "cpu",
+        "--max-turns",
+        "1",
+        "--max-tokens",
+        "4",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "[system] Be kind.\n[user] Refund O-7777.\n[assistant]" in result.output
+    assert '"O-7777"' in result.output.split("end state:")[1]
+    missing = CliRunner().invoke(
+        app, ["run", "carol", "--task", "nope", "--run", str(serve_run), "--device", "cpu"]
+    )
+    assert "not among carol's 1 held-out tasks (e.g. carol-t9)" in str(missing.exception)

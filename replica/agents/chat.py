@@ -142,20 +142,28 @@ class ChatSession:
 def run_once(
     run_dir: str | Path,
     contributor: str,
-    instruction: str,
-    env: str,
+    instruction: str | None,
+    env: str | None,
     stage: str | None = None,
     device: str = "auto",
     max_turns: int = 8,
     max_new_tokens: int = 128,
     state_file: str | Path | None = None,
+    task_id: str | None = None,
     out: TextIO = sys.stdout,
 ) -> dict[str, Any]:
     """`replica run`: one episode in the environment, printing each step and the end state.
 
-    `state_file` (JSON) is the environment's initial state; without it the environment's default.
+    Either an `instruction` (with `state_file`, a JSON initial state, or the environment's
+    default), or `task_id`: one of the contributor's prepared held-out tasks, which brings its
+    own instruction, tools, environment and initial state.
     """
-    task: dict[str, Any] = {"instruction": instruction, "initial_state": _read_state(state_file)}
+    if task_id:
+        task = heldout_task(run_dir, contributor, task_id)
+    elif instruction:
+        task = {"instruction": instruction, "initial_state": _read_state(state_file)}
+    else:
+        raise UserError("replica run: give an instruction or --task ID (a held-out task)")
     replica = load_replica(run_dir, contributor, stage, device=device)
     episode = replica.run(task, env=env, max_turns=max_turns, max_new_tokens=max_new_tokens)
     for message in episode.messages:
@@ -167,6 +175,24 @@ def run_once(
     out.write("end state:\n" + json.dumps(end_state, indent=2) + "\n")
     out.flush()
     return {"stop_reason": episode.stop_reason, "turns": episode.turns, "end_state": end_state}
+
+
+def heldout_task(run_dir: str | Path, contributor: str, task_id: str) -> dict[str, Any]:
+    """A contributor's prepared held-out task (`<prepared>/<contributor>/tasks/heldout`) by id."""
+    import yaml
+
+    from replica.data.prepared import load_split
+
+    config_file = Path(run_dir) / "config.yaml"
+    configured = (
+        yaml.safe_load(config_file.read_text())["data"].get("prepared_dir") if config_file.is_file() else None
+    )
+    rows = load_split(configured or Path(run_dir) / "prepared", contributor, "tasks/heldout")
+    for row in rows:
+        if row["id"] == task_id:
+            return dict(row)
+    ids = ", ".join(rows["id"][:5])
+    raise UserError(f"--task {task_id!r}: not among {contributor}'s {len(rows)} held-out tasks (e.g. {ids})")
 
 
 def _read_state(path: str | Path | None) -> dict[str, Any] | None:

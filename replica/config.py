@@ -164,6 +164,11 @@ class EvalConfig(Section):
     k: int = Field(1, ge=1, description="Samples per task for pass^k (k > 1 samples with temperature).")
     temperature: float = Field(0.0, ge=0)
     batch_size: int = Field(16, gt=0)
+    cross: bool = Field(
+        False,
+        description="Also run each contributor's final replica on every other contributor's held-out "
+        "tasks: a replicas x task-owners success matrix (own tasks should score highest).",
+    )
 
 
 class RunConfig(Section):

@@ -186,3 +186,10 @@ def test_mixed_adapter_batches_equal_sequential_runs(agent, tmp_path):
         assert b.stop_reason == s.stop_reason and b.generated_tokens == s.generated_tokens
     by_adapter = {e.adapter: [m.get("content") for m in e.messages] for e in batched[::2]}
     assert len({str(v) for v in by_adapter.values()}) == 3  # the adapters really differ
+
+
+def test_a_conversation_that_cannot_fit_ends_with_context_limit(agent):
+    model, tokenizer = agent
+    too_long = GenerationSettings(max_new_tokens=model.config.max_position_embeddings)
+    episode = run_episodes(model, tokenizer, [_episode("Put 5 in A.")], too_long)[0]
+    assert episode.stop_reason == "context_limit" and episode.turns == 0 and episode.final_answer == ""

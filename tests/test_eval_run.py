@@ -146,7 +146,7 @@ def eval_run(tiny_base_dir, tmp_path_factory):
         "run_name": "evaltest",
         "output_dir": str(root / "runs"),
         "model": {"name_or_path": str(base_dir), "device": "cpu"},
-        "eval": {"max_new_tokens": 64, "max_turns": 3, "k": 2, "batch_size": 8},
+        "eval": {"max_new_tokens": 64, "max_turns": 3, "k": 2, "batch_size": 8, "cross": True},
     }
     config_path.write_text(yaml.safe_dump(raw))
     config = load_config(config_path)
@@ -168,9 +168,10 @@ def test_report_files_hold_the_numbers_the_metrics_computed(eval_run):
     entries = {(e["contributor"], e["stage"]): e for e in on_disk["results"]}
     assert set(entries) == {("ann", "base"), ("ann", "sft"), ("ann", "dpo"), ("bob", "base"), ("bob", "sft")}
     rows = _csv_rows(out / "results.csv")
-    assert len(rows) == on_disk["episodes"] == 2 * (3 * 2 + 2 * 1)  # k=2 samples per task and target
+    # k=2 samples per task and target; cross: ann's dpo on bob's task, bob's sft on ann's two tasks.
+    assert len(rows) == on_disk["episodes"] == 2 * (3 * 2 + 2 * 1) + 2 * (1 + 2)
     for (contributor, stage), entry in entries.items():
-        mine = [r for r in rows if r["contributor"] == contributor and r["stage"] == stage]
+        mine = [r for r in rows if r["contributor"] == r["replica"] == contributor and r["stage"] == stage]
         assert entry["episodes"] == len(mine)
         assert entry["success"] == pytest.approx(sum(float(r["reward"]) for r in mine) / len(mine))
         assert entry["success_ci95"][0] <= entry["success"] <= entry["success_ci95"][1]
@@ -198,7 +199,15 @@ def test_fidelity_and_provenance_are_in_the_report(eval_run):
     out = config.run_dir / "eval"
     markdown = (out / "report.md").read_text()
     assert "| ann | base | 1.000 |" in markdown and "Attribution accuracy" in markdown
-    for name in ("success.png", "fidelity.png"):
+    cross = report["cross_success"]
+    assert cross["replicas"] == ["ann", "bob"] and cross["stages"] == {"ann": "dpo", "bob": "sft"}
+    rows = _csv_rows(out / "results.csv")
+    bob_on_ann = [float(r["reward"]) for r in rows if r["contributor"] == "ann" and r["replica"] == "bob"]
+    assert len(bob_on_ann) == 4 and cross["matrix"]["ann"]["bob"] == sum(bob_on_ann) / 4
+    own = next(e for e in report["results"] if (e["contributor"], e["stage"]) == ("ann", "dpo"))
+    assert cross["matrix"]["ann"]["ann"] == own["success"]
+    assert "Success on each contributor's tasks" in markdown
+    for name in ("success.png", "fidelity.png", "cross_success.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -80,13 +80,20 @@ def run_episodes(
     """
     round_index = 0
     while active := [e for e in episodes if not e.done]:
-        for chunk in _chunks(active, batch_size):
-            prompts = [render_prompt(tokenizer, e.messages, e.tools) for e in chunk]
-            outputs = generate_batch(
-                model, tokenizer, prompts, [e.adapter for e in chunk], settings, seed_offset=round_index
-            )
-            for episode, prompt, new_ids in zip(chunk, prompts, outputs, strict=True):
-                _advance(episode, tokenizer, prompt, new_ids, _context_left(model, prompt, settings))
+        pending = []
+        for episode in active:
+            prompt = render_prompt(tokenizer, episode.messages, episode.tools)
+            if _fits(model, prompt, settings):
+                pending.append((episode, prompt))
+            else:
+                _finish(episode, STOP_CONTEXT)
+        pending.sort(key=lambda item: len(item[1]))  # similar lengths share a batch: less padding
+        for chunk in _chunks(pending, batch_size):
+            prompts = [prompt for _, prompt in chunk]
+            adapters = [episode.adapter for episode, _ in chunk]
+            outputs = generate_batch(model, tokenizer, prompts, adapters, settings, seed_offset=round_index)
+            for (episode, prompt), new_ids in zip(chunk, outputs, strict=True):
+                _advance(episode, tokenizer, prompt, new_ids)
         round_index += 1
     return episodes
 
@@ -161,7 +168,7 @@ def parse_turn(
 
 
 def _advance(
-    episode: Episode, tokenizer: PreTrainedTokenizerBase, prompt: list[int], new_ids: list[int], room: bool
+    episode: Episode, tokenizer: PreTrainedTokenizerBase, prompt: list[int], new_ids: list[int]
 ) -> None:
     """Append the generated turn; run its tool calls; decide whether the episode is over."""
     episode.turns += 1
@@ -183,8 +190,6 @@ def _advance(
             episode.tool_errors.append(outcome.error)
     if episode.turns >= episode.max_turns:
         return _finish(episode, STOP_STEP_LIMIT)
-    if not room:
-        return _finish(episode, STOP_CONTEXT)
     return None
 
 
@@ -209,10 +214,10 @@ def _normalize_call(call: dict[str, Any]) -> dict[str, Any]:
     return normalized
 
 
-def _context_left(model: PreTrainedModel, prompt: list[int], settings: GenerationSettings) -> bool:
-    """Whether another turn (a tool result plus max_new_tokens) can still fit the model's positions."""
+def _fits(model: PreTrainedModel, prompt: list[int], settings: GenerationSettings) -> bool:
+    """Whether the prompt plus a full turn fits the model's positions (else the episode ends)."""
     limit = getattr(model.config, "max_position_embeddings", None)
-    return limit is None or len(prompt) + 3 * settings.max_new_tokens < limit
+    return limit is None or len(prompt) + settings.max_new_tokens <= limit
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -250,6 +255,6 @@ def _adapters_for(
         yield
 
 
-def _chunks(items: list[Episode], size: int) -> Iterator[list[Episode]]:
+def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

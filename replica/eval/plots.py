@@ -47,22 +47,44 @@ def plot_success(report: dict[str, Any], path: Path) -> Path:
 def plot_fidelity(report: dict[str, Any], path: Path) -> Path | None:
     """Heat map of held-out demonstration NLL: rows contributors, columns replicas (lower = closer)."""
     fidelity = report.get("fidelity") or {}
-    matrix, replicas = fidelity.get("matrix"), fidelity.get("replicas")
-    if not matrix or not replicas:
+    if not fidelity.get("matrix") or not fidelity.get("replicas"):
         return None
-    contributors = list(matrix)
-    values = [[_nan(matrix[c].get(r)) for r in replicas] for c in contributors]
-    figure, axes = plt.subplots(figsize=(1.2 * len(replicas) + 2.5, 0.8 * len(contributors) + 1.8))
-    image = axes.imshow(values, cmap="viridis_r")
-    axes.set_xticks(range(len(replicas)), replicas, rotation=30, ha="right")
-    axes.set_yticks(range(len(contributors)), contributors)
-    axes.set_xlabel("replica")
-    axes.set_ylabel("contributor's held-out demonstrations")
+    labels = ("replica", "contributor's held-out demonstrations", "NLL (nats/token)")
+    return _heatmap(fidelity["matrix"], fidelity["replicas"], "Fidelity matrix", labels, "viridis_r", path)
+
+
+def plot_cross_success(report: dict[str, Any], path: Path) -> Path | None:
+    """Heat map of success: rows task owners, columns replicas (own tasks should be brightest)."""
+    cross = report.get("cross_success") or {}
+    if not cross.get("matrix") or not cross.get("replicas"):
+        return None
+    labels = ("replica (final stage)", "whose held-out tasks", "success")
+    return _heatmap(
+        cross["matrix"], cross["replicas"], "Success on each contributor's tasks", labels, "viridis", path
+    )
+
+
+def _heatmap(
+    matrix: dict[str, dict[str, float]],
+    columns: list[str],
+    title: str,
+    labels: tuple[str, str, str],
+    cmap: str,
+    path: Path,
+) -> Path:
+    rows = list(matrix)
+    values = [[_nan(matrix[r].get(c)) for c in columns] for r in rows]
+    figure, axes = plt.subplots(figsize=(1.2 * len(columns) + 2.5, 0.8 * len(rows) + 1.8))
+    image = axes.imshow(values, cmap=cmap)
+    axes.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    axes.set_yticks(range(len(rows)), rows)
+    axes.set_xlabel(labels[0])
+    axes.set_ylabel(labels[1])
     for i, row in enumerate(values):
         for j, value in enumerate(row):
             axes.text(j, i, f"{value:.2f}", ha="center", va="center", color="white", fontsize=8)
-    figure.colorbar(image, ax=axes, label="NLL (nats/token)")
-    axes.set_title("Fidelity matrix")
+    figure.colorbar(image, ax=axes, label=labels[2])
+    axes.set_title(title)
     return _save(figure, path)
 
 

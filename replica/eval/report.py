@@ -85,6 +85,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += _md_table(["contributor"] + replicas, body)
         accuracy = fidelity["attribution"]["accuracy"]
         lines += ["", f"Attribution accuracy: {_fmt(accuracy, '{:.3f}')} (own replica fits best)"]
+    cross = report.get("cross_success") or {}
+    if cross.get("matrix"):
+        replicas = cross["replicas"]
+        lines += ["", "## Success on each contributor's tasks (rows = task owners, columns = replicas)", ""]
+        body = [
+            [owner] + [_fmt(row.get(r), "{:.3f}") for r in replicas] for owner, row in cross["matrix"].items()
+        ]
+        lines += _md_table(["tasks of"] + replicas, body)
+        best = [r for r, ok in cross["own_tasks_best"].items() if ok]
+        lines += ["", f"Replicas best on their own contributor's tasks: {len(best)}/{len(replicas)}"]
     lines += ["", "## Provenance", ""]
     lines += [f"- config: `{report['config_source']}` (sha256 `{report['config_hash'][:16]}`)"]
     lines += [f"- base: `{report['base']['path']}`"]

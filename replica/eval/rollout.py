@@ -21,11 +21,13 @@ from replica.eval.metrics import check_tool_calls, step_agreement
 
 @dataclass(frozen=True)
 class Target:
-    """A model under evaluation: whose tasks, which stage, which loaded adapter (None = base)."""
+    """A model under evaluation: whose tasks, which stage, which loaded adapter (None = base), and
+    whose replica it is (None: the task owner's own; another id in the cross-success matrix)."""
 
     contributor: str
     stage: str
     adapter: str | None
+    replica: str | None = None
 
 
 def build_episodes(
@@ -93,6 +95,7 @@ def score_episode(episode: Episode, expected_state: dict[str, Any] | None) -> di
     calls = check_tool_calls(episode.tool_calls, reference, episode.tools)
     return {
         "contributor": target.contributor,
+        "replica": target.replica or target.contributor,
         "stage": target.stage,
         "task_id": task["id"],
         "sample": episode.meta["sample"],

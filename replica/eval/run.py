@@ -24,10 +24,10 @@ from replica.errors import UserError
 from replica.eval import inputs
 from replica.eval.fidelity import attribution, fidelity_matrix, preference_accuracy, preference_logprobs
 from replica.eval.likelihood import demonstration_rows, mean_nll, score_rows
-from replica.eval.plots import plot_fidelity, plot_success
+from replica.eval.plots import plot_cross_success, plot_fidelity, plot_success
 from replica.eval.report import print_leaderboard, write_report
 from replica.eval.rollout import Target, build_episodes, roll_out
-from replica.eval.summary import summarize_episodes
+from replica.eval.summary import cross_success, summarize_episodes
 from replica.model import (
     load_base_model,
     load_tokenizer,
@@ -57,6 +57,24 @@ class EvalPlan:
             if s == "base" or (c, s) in self.adapters
         ]
 
+    def final_stages(self) -> dict[str, str]:
+        """Each contributor's latest evaluated replica stage (dpo over sft); none for base-only."""
+        finals = {}
+        for c in self.contributors:
+            stage = next((s for s in ("dpo", "sft") if (c, s) in self.adapters), None)
+            if stage:
+                finals[c] = stage
+        return finals
+
+    def cross_targets(self) -> list[Target]:
+        """Every final replica on every other contributor's tasks (the off-diagonal of cross success)."""
+        return [
+            Target(owner, stage, adapter_name(r, stage), replica=r)
+            for owner in self.contributors
+            for r, stage in self.final_stages().items()
+            if r != owner
+        ]
+
 
 def run_eval(
     config: RunConfig, contributor: str | None = None, stages: list[str] | None = None, quiet: bool = False
@@ -83,6 +101,8 @@ def run_eval(
     add_likelihood_metrics(model, tokenizer, plan, data, results, template)
     report = build_report(config, plan, base_path, results, rows)
     report["fidelity"] = fidelity_section(model, tokenizer, plan, data, template)
+    if config.eval.cross:
+        report["cross_success"] = cross_success(rows, plan.final_stages())
     out_dir = write_outputs(config.run_dir / "eval", report, rows)
     if not quiet:
         print_leaderboard(report)
@@ -130,7 +150,7 @@ def evaluate_tasks(model, tokenizer, config: RunConfig, plan: EvalPlan, data: di
     if config.eval.k > 1 and config.eval.temperature == 0:
         log.warning("eval.k=%d with temperature 0: the k samples are identical (greedy)", config.eval.k)
     episodes = []
-    for target in plan.targets():
+    for target in plan.targets() + (plan.cross_targets() if config.eval.cross else []):
         tasks = data[target.contributor]["tasks/heldout"]
         episodes += build_episodes(tasks, target, config.eval.k, config.eval.max_turns, config.eval.env)
     return roll_out(model, tokenizer, episodes, settings, config.eval.batch_size) if episodes else []
@@ -173,11 +193,7 @@ def _reference_of(plan: EvalPlan, contributor: str, stage: str) -> str | None:
 
 def fidelity_section(model, tokenizer, plan: EvalPlan, data: dict, template: str) -> dict[str, Any]:
     """Contributors × replicas NLL matrix (each replica at its latest evaluated stage) + attribution."""
-    replicas: dict[str, str | None] = {}
-    for c in plan.contributors:
-        stage = next((s for s in ("dpo", "sft") if (c, s) in plan.adapters), None)
-        if stage:
-            replicas[c] = adapter_name(c, stage)
+    replicas: dict[str, str | None] = {c: adapter_name(c, s) for c, s in plan.final_stages().items()}
     demos = {c: data[c]["sft/heldout"] for c in plan.contributors if data[c]["sft/heldout"]}
     if not replicas or not demos:
         return {}
@@ -221,9 +237,10 @@ def build_report(
 
 
 def write_outputs(out_dir: Path, report: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
-    """report.json, report.md, results.csv, success.png and fidelity.png under `out_dir`."""
+    """report.json, report.md, results.csv, success.png, fidelity.png (and cross_success.png)."""
     write_report(out_dir, report, rows)
     if report["results"]:
         plot_success(report, out_dir / "success.png")
     plot_fidelity(report, out_dir / "fidelity.png")
+    plot_cross_success(report, out_dir / "cross_success.png")
     return out_dir

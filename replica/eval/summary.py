@@ -14,8 +14,32 @@ def summarize_episodes(rows: list[dict[str, Any]], k: int) -> dict[tuple[str, st
     agreement and tool-error counts for each (contributor, stage)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[(row["contributor"], row["stage"])].append(row)
+        if row["replica"] == row["contributor"]:  # cross-success rows are summarized apart
+            groups[(row["contributor"], row["stage"])].append(row)
     return {key: _summarize_group(group, k) for key, group in groups.items()}
+
+
+def cross_success(rows: list[dict[str, Any]], final_stages: dict[str, str]) -> dict[str, Any]:
+    """matrix[task owner][replica] = success of that replica (at its final stage) on the owner's
+    held-out tasks, and for each replica whether its own contributor's tasks score strictly highest."""
+    totals: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        if final_stages.get(row["replica"]) == row["stage"]:
+            totals[(row["contributor"], row["replica"])].append(float(row["reward"]))
+    owners = sorted({owner for owner, _ in totals})
+    replicas = [r for r in final_stages if any(key[1] == r for key in totals)]
+    matrix = {
+        owner: {
+            r: sum(totals[(owner, r)]) / len(totals[(owner, r)]) for r in replicas if totals.get((owner, r))
+        }
+        for owner in owners
+    }
+    own_best = {}
+    for r in replicas:
+        own = matrix.get(r, {}).get(r)
+        others = [matrix[o][r] for o in owners if o != r and r in matrix[o]]
+        own_best[r] = None if own is None or not others else own > max(others)
+    return {"replicas": replicas, "stages": final_stages, "matrix": matrix, "own_tasks_best": own_best}
 
 
 def _summarize_group(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:

@@ -29,9 +29,10 @@ def chat(
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     max_turns: int = 8,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> None:
     """Chat with a contributor's replica in the terminal until Ctrl-D, Ctrl-C or /quit."""
+    out = out or sys.stdout  # looked up per call: tests and tools swap sys.stdout
     replica = load_replica(run_dir, contributor, stage, device=device)
     session = ChatSession(replica, env, max_new_tokens, temperature, max_turns, out)
     tools = ", ".join(session.tool_names()) or "none (attach an environment with --env)"
@@ -150,7 +151,7 @@ def run_once(
     max_new_tokens: int = 128,
     state_file: str | Path | None = None,
     task_id: str | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> dict[str, Any]:
     """`replica run`: one episode in the environment, printing each step and the end state.
 
@@ -158,6 +159,7 @@ def run_once(
     default), or `task_id`: one of the contributor's prepared held-out tasks, which brings its
     own instruction, tools, environment and initial state.
     """
+    out = out or sys.stdout
     if task_id:
         task = heldout_task(run_dir, contributor, task_id)
     elif instruction:

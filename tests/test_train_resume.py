@@ -20,7 +20,7 @@ ENV = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
 def _command(config_path, run_name):
     return [
         sys.executable, "-m", "replica", "train", str(config_path),
-        "--set", f"run_name={run_name}", "--set", "sft.max_steps=18", "--set", "sft.save_steps=3",
+        "--set", f"run_name={run_name}", "--set", "sft.max_steps=12", "--set", "sft.save_steps=3",
     ]  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-import torch
+import pytest
 from safetensors.torch import load_file
 from train_fixtures import write_config, write_prepared
 
@@ -28,6 +28,8 @@ def _files(path):
     return sorted(p.name for p in path.iterdir())
 
 
+# ~60 s of CPU (three `replica train` processes): over the default tier's per-test bound.
+@pytest.mark.slow
 def test_sigkill_mid_training_then_rerun_resumes_to_the_same_artifacts(tmp_path, tiny_base_dir):
     prepared = write_prepared(tmp_path / "prepared", {"alice": {"sft": 8, "pref": 4}})
     config_path = write_config(tmp_path, tiny_base_dir, prepared)

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from replica.artifacts import final_stage, read_manifest, replica_dir
 from replica.config import load_config
 from replica.train.context import build_context
+from replica.train.pipeline import run_training
 from replica.train.publish import publish_stage
 from replica.train.registry import list_replicas
 from replica.train.sft import build_sft_trainer
@@ -84,3 +85,14 @@ def test_list_reports_interrupted_publish(tmp_path):
     assert [(r["contributor"], r["status"]) for r in rows] == [("dave", "interrupted")]
     with sqlite3.connect(run_dir / "registry.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM replicas").fetchone() == (0,)
+
+
+def test_a_contributor_whose_consent_refuses_training_gets_no_replica(tmp_path, tiny_base_dir):
+    refused = {"train": "not_allowed"}
+    prepared = write_prepared(tmp_path / "prepared", {"frank": {"sft": 4}}, consent={"frank": refused})
+    config = load_config(write_config(tmp_path, tiny_base_dir, prepared))
+    summary = run_training(config)
+    assert [(o.contributor, o.status) for o in summary.outcomes] == [("frank", "skipped")]
+    assert "not_allowed" in summary.outcomes[0].detail
+    assert final_stage(config.run_dir, "frank") is None
+    assert not (config.run_dir / "replicas" / "frank").exists()

@@ -89,18 +89,27 @@ def pref_rows(contributor: str, records: list[dict]) -> list[dict]:
 
 
 def write_prepared(
-    root: Path, contributors: dict[str, dict[str, int]], start: int = 0, fingerprint: str = "fp-test"
+    root: Path,
+    contributors: dict[str, dict[str, int]],
+    start: int = 0,
+    fingerprint: str = "fp-test",
+    consent: dict[str, dict] | None = None,
 ) -> Path:
-    """Write prepared/ for contributors {id: {"sft": n, "pref": n}}: 1/4 of each kind held out."""
+    """Write prepared/ for contributors {id: {"sft": n, "pref": n}}: 1/4 of each kind held out.
+
+    `consent` overrides consent fields per contributor, e.g. {"bob": {"train": "not_allowed"}}.
+    """
+    overrides = consent or {}
     data = corpus()
     cursor = start
     manifest_counts = {}
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "contributors.jsonl", "w") as fh:
         for contributor, sizes in contributors.items():
-            fh.write(
-                json.dumps({"id": contributor, "consent": {"train": True, "license": "cc-by-4.0"}}) + "\n"
-            )
+            consent = {"train": "allowed", "serve": "allowed", "share": "not_allowed"}
+            consent |= {"license": "cc-by-4.0", "granted_at": "2026-01-01T00:00:00Z"}
+            consent |= overrides.get(contributor, {})
+            fh.write(json.dumps({"id": contributor, "name": contributor.title(), "consent": consent}) + "\n")
             records = [data[(cursor + i) % len(data)] for i in range(sizes.get("sft", 0))]
             cursor += len(records)
             _save(root / contributor, "sft", sft_rows(contributor, records), SFT_FEATURES)

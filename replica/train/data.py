@@ -1,8 +1,7 @@
 """Reading the prepared data a contributor's stages train on (see docs/internals.md, "Prepared data").
 
-Training reads only `prepare`'s output directory. The per-split reader is
-`replica.data.prepared.load_split` once the data stage provides it; until then the same
-`save_to_disk` layout is read here directly, so both paths see identical rows.
+Training reads only `prepare`'s output directory, through the data stage's own reader
+(`replica.data.prepared.load_split`), so both stages agree on the layout and columns.
 """
 
 from __future__ import annotations
@@ -12,27 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 
 from replica.artifacts import read_json
+from replica.data import prepared
 from replica.errors import UserError
 
 
 def load_split(prepared_dir: str | Path, contributor: str, split: str) -> Dataset | None:
     """One split (`sft/train`, `pref/heldout`, ...) of a contributor, or None when it was not written."""
     try:
-        from replica.data.prepared import load_split as data_load_split
-    except ImportError:
-        data_load_split = None
-    if data_load_split is not None:
-        try:
-            return data_load_split(prepared_dir, contributor, split)
-        except FileNotFoundError:
-            return None
-    path = Path(prepared_dir) / contributor / split
-    if not (path / "dataset_info.json").exists():
+        return prepared.load_split(prepared_dir, contributor, split)
+    except prepared.MissingSplit:
         return None
-    return load_from_disk(str(path))
 
 
 def list_contributors(prepared_dir: str | Path) -> list[str]:
@@ -54,6 +45,21 @@ class PreparedInfo:
         """The contributor's consent record (empty when the data stage recorded none)."""
         record = self.contributors.get(contributor) or {}
         return record.get("consent") or {}
+
+    def training_refused(self, contributor: str) -> str | None:
+        """Why consent forbids training this contributor's replica, or None when it allows it.
+
+        `prepare` already drops such records; checking again here means a stale or hand-edited
+        prepared directory cannot train a replica its contributor refused.
+        """
+        consent = self.consent(contributor)
+        if not consent:
+            return None
+        if consent.get("revoked_at"):
+            return f"consent revoked at {consent['revoked_at']}"
+        if consent.get("train", "allowed") != "allowed":
+            return f"consent.train is {consent.get('train')!r}"
+        return None
 
 
 def read_prepared_info(prepared_dir: str | Path) -> PreparedInfo:

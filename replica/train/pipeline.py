@@ -90,6 +90,10 @@ def select_contributors(config: RunConfig, requested: list[str] | None, shard: S
 
 def train_contributor(ctx: TrainContext, contributor: str, stage: Stage) -> list[StageOutcome]:
     """Run the requested stages of one contributor in order, skipping published ones."""
+    refused = ctx.prepared.training_refused(contributor)
+    if refused:
+        log.warning("%s: not trained: %s", contributor, refused)
+        return [StageOutcome(contributor, stage, "skipped", refused)]
     outcomes = []
     if stage in ("sft", "all"):
         outcomes.append(_run_stage(ctx, contributor, "sft", train_sft))

@@ -177,7 +177,7 @@ def test_mixed_adapter_batches_equal_sequential_runs(agent, tmp_path):
         requests = ["Put 5 in A.", "Freeze B."]
         return [_episode(r, adapter=a, max_turns=2) for a in (None, "one", "two") for r in requests]
 
-    settings = GenerationSettings(max_new_tokens=64)
+    settings = GenerationSettings(max_new_tokens=32)
     batched = run_episodes(mixed, tokenizer, episodes(), settings, batch_size=6)
     sequential = run_episodes(mixed, tokenizer, episodes(), settings, batch_size=1)
     for b, s in zip(batched, sequential, strict=True):

@@ -146,7 +146,7 @@ def eval_run(tiny_base_dir, tmp_path_factory):
         "run_name": "evaltest",
         "output_dir": str(root / "runs"),
         "model": {"name_or_path": str(base_dir), "device": "cpu"},
-        "eval": {"max_new_tokens": 64, "max_turns": 3, "k": 2, "batch_size": 8, "cross": True},
+        "eval": {"max_new_tokens": 64, "max_turns": 2, "k": 2, "batch_size": 8, "cross": True},
     }
     config_path.write_text(yaml.safe_dump(raw))
     config = load_config(config_path)
@@ -214,9 +214,11 @@ def test_fidelity_and_provenance_are_in_the_report(eval_run):
 def test_same_command_twice_gives_the_same_report(eval_run):
     config, _, _ = eval_run
     out = config.run_dir / "eval"
-    first = {name: (out / name).read_bytes() for name in ("report.json", "results.csv", "report.md")}
-    run_eval(config, quiet=True)
-    assert {name: (out / name).read_bytes() for name in first} == first
+    files = ("report.json", "results.csv", "report.md", "success.png", "fidelity.png")
+    run_eval(config, "bob", ["base", "sft"], quiet=True)  # one contributor keeps the rerun cheap
+    first = {name: (out / name).read_bytes() for name in files}
+    run_eval(config, "bob", ["base", "sft"], quiet=True)
+    assert {name: (out / name).read_bytes() for name in files} == first
 
 
 def test_cli_eval_filters_and_reports_user_mistakes(eval_run, capsys):

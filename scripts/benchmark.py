@@ -55,7 +55,7 @@ headers = ["run"] + [h for h, _, _ in COLUMNS] + ["attribution"]
 rows = []
 for report in reports:
     attribution = ((report.get("fidelity") or {}).get("attribution") or {}).get("accuracy")
-    for cells in leaderboard_rows(report):
+    for cells in leaderboard_rows(report, COLUMNS):  # every column: runs may differ in k
         rows.append([report["run_name"], *cells, "-" if attribution is None else f"{attribution:.3f}"])
 success_column = headers.index("success")
 rows.sort(key=lambda r: (-(float(r[success_column]) if r[success_column] != "-" else -1.0), r[0], r[1], r[2]))

@@ -80,6 +80,8 @@ def test_attribution_on_a_hand_made_matrix():
     result = attribution(matrix)
     assert result["best"] == {"ann": "ann", "bob": "ann", "cy": None}
     assert result["accuracy"] == pytest.approx(1 / 3)
+    # One replica is no choice at all: no attribution claim, rather than a trivial 1/1.
+    assert math.isnan(attribution({"ann": {"ann": 1.0}, "bob": {"ann": 2.0}})["accuracy"])
 
 
 def test_preference_accuracy_uses_the_implicit_reward_against_the_reference(two_replicas):

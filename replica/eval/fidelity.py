@@ -42,7 +42,10 @@ def fidelity_matrix(
 
 def attribution(matrix: dict[str, dict[str, float]]) -> dict[str, Any]:
     """For each contributor, the replica that fits them best; accuracy over contributors that have
-    a replica of their own (ties go against attribution: a tie is not evidence)."""
+    a replica of their own (ties go against attribution: a tie is not evidence). With fewer than
+    two replicas there is nothing to choose between: accuracy is NaN, not a trivial 1."""
+    if len({label for row in matrix.values() for label in row}) < 2:
+        return {"accuracy": float("nan"), "best": dict.fromkeys(matrix), "contributors": 0}
     best: dict[str, str | None] = {}
     hits = counted = 0
     for contributor, row in matrix.items():

@@ -66,15 +66,26 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def leaderboard_rows(report: dict[str, Any]) -> list[list[str]]:
-    """The leaderboard as text cells, one row per contributor × stage."""
-    return [[_cell(entry, key, fmt, report) for _, key, fmt in COLUMNS] for entry in report["results"]]
+def columns(report: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """The leaderboard's columns for this report: pass^k only when k > 1 (else it is pass^1 again)."""
+    if report["settings"]["k"] > 1:
+        return COLUMNS
+    return tuple(column for column in COLUMNS if column[1] != "pass^k")
+
+
+def leaderboard_rows(
+    report: dict[str, Any], selected: tuple[tuple[str, str, str], ...] | None = None
+) -> list[list[str]]:
+    """The leaderboard as text cells, one row per contributor × stage (`selected` columns, or all
+    that apply to the report)."""
+    selected = selected or columns(report)
+    return [[_cell(entry, key, fmt, report) for _, key, fmt in selected] for entry in report["results"]]
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     """Leaderboard, fidelity matrix and the provenance a reader needs to trust the numbers."""
     k = report["settings"]["k"]
-    headers = [h.replace("pass^k", f"pass^{k}") for h, _, _ in COLUMNS]
+    headers = [h.replace("pass^k", f"pass^{k}") for h, _, _ in columns(report)]
     lines = [f"# Evaluation: {report['run_name']}", "", "## Leaderboard", ""]
     lines += _md_table(headers, leaderboard_rows(report))
     fidelity = report.get("fidelity") or {}
@@ -112,7 +123,7 @@ def print_leaderboard(report: dict[str, Any], console: Console | None = None) ->
     """The leaderboard as a rich table in the terminal."""
     k = report["settings"]["k"]
     table = Table(title=f"replica eval: {report['run_name']}")
-    for header, _, _ in COLUMNS:
+    for header, _, _ in columns(report):
         table.add_column(
             header.replace("pass^k", f"pass^{k}"),
             justify="left" if header in ("contributor", "stage") else "right",

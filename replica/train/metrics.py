@@ -17,6 +17,10 @@ def stage_metrics(trainer: Trainer, has_eval: bool) -> dict[str, float]:
     if losses:
         metrics["train_loss_last"] = float(losses[-1])
         metrics["train_loss_mean"] = float(sum(losses) / len(losses))
+    else:  # fewer steps than logging_steps: only the Trainer's end-of-training summary has a loss
+        summary = [entry["train_loss"] for entry in history if "train_loss" in entry]
+        if summary:
+            metrics["train_loss_mean"] = float(summary[-1])
     if has_eval:
         for key, value in trainer.evaluate().items():
             if isinstance(value, int | float) and not key.endswith(("runtime", "per_second")):

@@ -11,7 +11,7 @@ from train_fixtures import write_config, write_prepared
 from replica.artifacts import final_stage, read_manifest, replica_dir
 from replica.config import load_config
 from replica.train.context import build_context
-from replica.train.sft import train_sft
+from replica.train.sft import build_sft_trainer, train_sft
 
 
 def test_sft_trains_and_publishes_a_complete_adapter(tmp_path, tiny_base_dir):
@@ -46,3 +46,28 @@ def test_sft_trains_and_publishes_a_complete_adapter(tmp_path, tiny_base_dir):
     assert final_stage(config.run_dir, "alice") == "sft"
     # Checkpoints are only for resuming: gone once the stage is published.
     assert not ctx.checkpoint_dir("alice", "sft").exists()
+
+
+def test_loss_falls_on_assistant_turns_only_end_of_turn_included(tmp_path, tiny_base_dir):
+    prepared = write_prepared(tmp_path / "prepared", {"hana": {"sft": 4}})
+    ctx = build_context(load_config(write_config(tmp_path, tiny_base_dir, prepared)))
+    trainer, _ = build_sft_trainer(ctx, "hana")
+    row = trainer.train_dataset[0]
+    tokenizer = ctx.tokenizer
+    ids, labels = row["input_ids"], row["labels"]
+    im_start, im_end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    # Split the sequence into turns at <|im_start|>; the role name follows it.
+    starts = [i for i, t in enumerate(ids) if t == im_start] + [len(ids)]
+    seen = {"assistant": 0, "other": 0}
+    for begin, end in zip(starts, starts[1:], strict=False):
+        role = tokenizer.decode(ids[begin + 1 : begin + 4]).strip().split("\n")[0]
+        trained = [i for i in range(begin, end) if labels[i] != -100]
+        if role.startswith("assistant"):
+            assert trained, "an assistant turn carries no loss"
+            close = [i for i in range(begin, end) if ids[i] == im_end]
+            assert close and close[0] in trained, "the assistant's end-of-turn token is not trained"
+            seen["assistant"] += 1
+        else:  # system, user and tool turns (tool results arrive as user turns in Qwen's template)
+            assert not trained, f"{role!r} turn carries loss"
+            seen["other"] += 1
+    assert seen["assistant"] >= 2 and seen["other"] >= 3

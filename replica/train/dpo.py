@@ -18,14 +18,11 @@ from trl import DPOConfig, DPOTrainer
 from replica.artifacts import read_manifest, replica_dir, sha256_file, utc_now
 from replica.errors import UserError
 from replica.train.args import common_args
-from replica.train.checkpoints import last_complete_checkpoint
 from replica.train.context import TrainContext
 from replica.train.data import check_one_contributor, load_split
 from replica.train.manifest import StageRecord, record_hashes
-from replica.train.metrics import stage_metrics
-from replica.train.publish import publish_stage
-from replica.train.sft import release_base
 from replica.train.simpo import build_simpo_trainer
+from replica.train.stage import train_and_publish
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +100,4 @@ def build_dpo_trainer(ctx: TrainContext, contributor: str) -> tuple[Trainer, Sta
 def train_dpo(ctx: TrainContext, contributor: str) -> Path:
     """Train, checkpoint (resuming from the last whole checkpoint) and publish the DPO adapter."""
     trainer, record = build_dpo_trainer(ctx, contributor)
-    resume = last_complete_checkpoint(trainer.args.output_dir)
-    if resume:
-        log.info("%s/dpo: resuming from %s", contributor, resume)
-    trainer.train(resume_from_checkpoint=resume)
-    record.metrics = stage_metrics(trainer, trainer.eval_dataset is not None)
-    record.resumed_from = Path(resume).name if resume else None
-    path = publish_stage(ctx, trainer, record)
-    release_base(ctx, trainer)
-    return path
+    return train_and_publish(ctx, contributor, "dpo", trainer, record)

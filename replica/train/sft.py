@@ -10,21 +10,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from peft import PeftModel
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from replica.artifacts import utc_now
 from replica.errors import UserError
 from replica.train.args import common_args
-from replica.train.checkpoints import last_complete_checkpoint
 from replica.train.context import TrainContext
 from replica.train.data import check_one_contributor, load_split
 from replica.train.lora import peft_lora_config
 from replica.train.manifest import StageRecord, record_hashes
-from replica.train.metrics import stage_metrics
-from replica.train.publish import publish_stage
 from replica.train.sampler import resumable_sampler
+from replica.train.stage import release_base, train_and_publish  # noqa: F401 (release_base re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -104,25 +101,4 @@ def build_sft_trainer(ctx: TrainContext, contributor: str) -> tuple[ReplicaSFTTr
 def train_sft(ctx: TrainContext, contributor: str) -> Path:
     """Train, checkpoint (resuming from the last whole checkpoint) and publish the SFT adapter."""
     trainer, record = build_sft_trainer(ctx, contributor)
-    resume = last_complete_checkpoint(trainer.args.output_dir)
-    if resume:
-        log.info("%s/sft: resuming from %s", contributor, resume)
-    trainer.train(resume_from_checkpoint=resume)
-    record.metrics = stage_metrics(trainer, trainer.eval_dataset is not None)
-    record.resumed_from = Path(resume).name if resume else None
-    path = publish_stage(ctx, trainer, record)
-    release_base(ctx, trainer)
-    return path
-
-
-def release_base(ctx: TrainContext, trainer) -> None:
-    """Strip the stage's LoRA layers off the shared base so the next stage starts clean."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if isinstance(model, PeftModel):
-        model = model.unload()
-    if model.is_activation_checkpointing:
-        model.activation_checkpointing_disable()  # the next stage decides for itself
-    if getattr(model, "_require_grads_hooks", None):
-        model.disable_input_require_grads()  # set by TRL with checkpointing; costs backward work otherwise
-    ctx.return_base(model)
-    trainer.accelerator.free_memory()
+    return train_and_publish(ctx, contributor, "sft", trainer, record)

@@ -2,15 +2,20 @@
 
     .venv/bin/python scripts/bench_data.py --n 20000              # prepare (tiny tokenizer, max_length check)
     .venv/bin/python scripts/bench_data.py --n 20000 --validate   # streaming validation only
+    .venv/bin/python scripts/bench_data.py --n 20000 --profile    # also print where prepare's CPU time goes
 
 Each demonstration is a 7-message support conversation with two tool calls and tool results,
 spread over 10 contributors and N/4 tasks. Peak RSS is the process's maximum resident set size.
+Rates are given per wall-clock second and per CPU-second (process time): on a shared machine
+the wall-clock rate depends on the other work, the CPU rate much less.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import resource
 import sys
 import tempfile
@@ -121,7 +126,9 @@ def write_corpus(root: Path, n: int, contributors: int) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------- runs
 
 
-def run_prepare(root: Path, people: Path, demos: Path, base_build: Path, max_length: int) -> None:
+def run_prepare(
+    root: Path, people: Path, demos: Path, base_build: Path, max_length: int, profile: bool
+) -> None:
     import yaml
 
     from replica.config import load_config
@@ -135,12 +142,22 @@ def run_prepare(root: Path, people: Path, demos: Path, base_build: Path, max_len
         "run_name": "bench",
         "output_dir": str(root / "runs"),
         "model": {"name_or_path": str(base)},
-        "data": {"contributors_file": str(people), "inputs": [{"path": str(demos)}], "max_length": 2048},
+        "data": {
+            "contributors_file": str(people),
+            "inputs": [{"path": str(demos)}],
+            "max_length": max_length,
+        },
     }
     (root / "bench.yaml").write_text(yaml.safe_dump(raw))
     config = load_config(root / "bench.yaml")
+    profiler = cProfile.Profile() if profile else None
     start, cpu = time.perf_counter(), time.process_time()
+    if profiler:
+        profiler.enable()
     result = prepare(config, tokenizer)
+    if profiler:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
     report(time.perf_counter() - start, time.process_time() - cpu, result.manifest["summary"])
 
 
@@ -173,12 +190,18 @@ def main() -> None:
         "--validate", action="store_true", help="time streaming validation instead of prepare"
     )
     parser.add_argument(
+        "--profile", action="store_true", help="cProfile prepare (slower; top 30 by cumulative time)"
+    )
+    parser.add_argument(
         "--base-build",
         type=Path,
         default=REPO / "tests" / "fixtures" / "tiny_base.yaml",
         help="base-build YAML whose tokenizer templates the records",
     )
     args = parser.parse_args()
+    import datasets
+
+    datasets.disable_progress_bars()  # "Saving the dataset" bars would bury the result
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         people, demos = write_corpus(root, args.n, args.contributors)
@@ -186,7 +209,7 @@ def main() -> None:
         if args.validate:
             run_validate(demos, people)
         else:
-            run_prepare(root, people, demos, args.base_build, args.max_length)
+            run_prepare(root, people, demos, args.base_build, args.max_length, args.profile)
 
 
 if __name__ == "__main__":

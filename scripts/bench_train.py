@@ -6,7 +6,8 @@ then the wall time of training N = 1, 4, 8 contributors with the whole pipeline.
     # CPU, a random 8M-parameter Qwen2 (more work per token), 3 interleaved rounds
     python scripts/bench_train.py --arch small --max-length 1024 --records 64 --repeats 3
     # GPU: the Qwen2.5-0.5B architecture with random weights, bf16, sequences up to 2048 tokens
-    python scripts/bench_train.py --arch qwen2.5-0.5b --max-length 2048 --records 256 --batch-size 8
+    # (scripts/gpu_checks.sh runs this on a lent device, with the wheels it needs)
+    python scripts/bench_train.py --arch qwen2.5-0.5b --max-length 2048 --records 512 --batch-size 8
 
 Both sides train the same LoRA (same rank, targets, learning rate, batch size, max length,
 precision) on the same mixed-length demonstrations, one after the other in this process.
@@ -382,16 +383,27 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     base = build_base(args.arch, workdir)
     print(f"base: {base} ({args.arch}); device: {resolve_device(load_config_stub(base)).device}", flush=True)
-    report = {
-        "arch": args.arch,
-        "side_by_side": side_by_side(base, workdir, args),
-        "scaling": scaling(base, workdir, args),
-    }
+    report: dict = {"arch": args.arch, "versions": library_versions()}
+    # Written after each part, so a run stopped during the scaling part keeps its side-by-side figures.
+    report["side_by_side"] = side_by_side(base, workdir, args)
+    write_report(report, args.out)
+    report["scaling"] = scaling(base, workdir, args)
+    write_report(report, args.out)
     print(json.dumps(report, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def library_versions() -> dict[str, str | None]:
+    from importlib.metadata import version
+
+    versions = {name: version(name) for name in ("transformers", "trl", "peft", "accelerate", "datasets")}
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, **versions}
+
+
+def write_report(report: dict, out: str | None) -> None:
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2))
 
 
 def load_config_stub(base: Path):

@@ -18,6 +18,7 @@ told to...), in varied words and orders, so the base knows the tools but none of
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import random
 import sys
@@ -243,82 +244,71 @@ EXPLICIT_REQUESTS = {
         "Ticket {ticket} (customer {customer}): how much did I pay for order {order}?",
         "Ticket {ticket} (customer {customer}): what was the total of order {order}?",
     ],
-    "refund_close": [
-        "Ticket {ticket} (customer {customer}): order {order} is broken. Refund it and close the ticket.",
-    ],
-    "verify_address": [
-        "Ticket {ticket} (customer {customer}): verify me first, then change my address to {new_address}.",
-    ],
-    "refund_credit": [
-        "Ticket {ticket} (customer {customer}): I prefer store credit for my broken order {order}.",
-    ],
 }
 NEUTRAL_KINDS = TASK_TYPES + list(EXPLICIT_REQUESTS)
-# Generic closings in everyday words, none of them a contributor's signature.
-SIGN_OFFS = [
-    "",
-    "",
-    " Thank you for your patience!",
-    " Best regards, Acme support",
-    " Warm regards, the support team",
-    " Kind wishes, Acme",
-]
+# The base's support agents: many people, none of them a contributor, each signing in one of many
+# ways (or not at all), so a signature is a habit the base knows exists but holds no one to.
+AGENTS = ["Sam", "Priya", "Tom", "Lee", "Maya", "Noah", "Ines", "Raj", "Zoe", "Hugo", "Ada", "Kai"]
+SIGNATURES = ["", "", " Thank you for your patience!", " Kind regards, {name}", " Warm wishes, {name}"]
+SIGNATURES += [" Best, {name}", " {name}", " Cheers, {name}", " Regards, the support team"]
 
 
 def neutral(rng: random.Random, kind: str, w: dict[str, Any]) -> tuple[list[Step], str]:
-    """Do what the customer asks, nothing more; the words of the reply vary."""
+    """One of many reasonable ways to handle a request, with independent coin flips for each habit
+    (look the customer up first? verify first? refund, escalate or credit? close the ticket?), so the
+    base has seen every step in many orders, and no habit more than any other."""
     o, c, t, total = w["order"], w["customer"], w["ticket"], w["total"]
-    order, refund = ("get_order", {"order_id": o}), ("issue_refund", {"order_id": o, "amount": total})
-    address = ("update_address", {"customer_id": c, "address": w["new_address"]})
-    table: dict[str, tuple[list[Step], list[str]]] = {
-        "refund": (
-            [order, refund],
-            [f"I refunded ${total} for order {o}.", f"Done: order {o} is refunded (${total})."],
-        ),
-        "address": (
-            [address],
-            [f"Your address is now {w['new_address']}.", f"I updated your address to {w['new_address']}."],
-        ),
-        "late": ([order], [f"Order {o} is {w['status']}.", f"Your order {o} is currently {w['status']}."]),
-        "credit": (
-            [("offer_store_credit", {"customer_id": c, "amount": w["small"]})],
-            [f"I added ${w['small']} of credit to your account."],
-        ),
-        "escalate": (
-            [("escalate", {"ticket_id": t, "team": w["team"]})],
-            [f"I passed ticket {t} to the {w['team']} team."],
-        ),
-        "close": (
-            [("close_ticket", {"ticket_id": t})],
-            [f"Ticket {t} is closed. Have a nice day!", "Glad it is solved. The ticket is closed."],
-        ),
-        "verify": (
-            [("verify_identity", {"customer_id": c})],
-            ["Your identity is verified.", f"Customer {c} is now verified."],
-        ),
-        "email": ([("get_customer", {"customer_id": c})], [f"We have {w['email']} on file."]),
-        "total": ([order], [f"Order {o} cost ${total}.", f"You paid ${total} for order {o}."]),
-        "refund_close": (
-            [order, refund, ("close_ticket", {"ticket_id": t})],
-            [f"I refunded ${total} for order {o} and closed the ticket."],
-        ),
-        "verify_address": (
-            [("verify_identity", {"customer_id": c}), address],
-            [f"You are verified and your address is now {w['new_address']}."],
-        ),
-        "refund_credit": (
-            [order, ("offer_store_credit", {"customer_id": c, "amount": total})],
-            [f"I added ${total} of store credit for order {o}."],
-        ),
-    }
-    steps, replies = table[kind]
-    if kind in ("refund", "address") and rng.random() < 0.3:
-        steps = [("get_customer", {"customer_id": c}), *steps]  # a varied, harmless extra look-up
-    return steps, rng.choice(replies) + rng.choice(SIGN_OFFS)
+    team = rng.choice(["billing", "returns", "shipping", "tier2"])
+    steps: list[Step] = []
+    said: list[str] = []
+    if kind in TASK_TYPES and rng.random() < 0.35:
+        steps.append(("verify_identity", {"customer_id": c}))
+        said.append("I verified your identity")
+    elif kind in TASK_TYPES and rng.random() < 0.25:
+        steps.append(("get_customer", {"customer_id": c}))
+    if kind == "address":
+        steps.append(("update_address", {"customer_id": c, "address": w["new_address"]}))
+        said.append(rng.choice([f"your address is now {w['new_address']}", f"I updated your address to {w['new_address']}"]))
+    elif kind in ("refund", "late", "total"):
+        steps.append(("get_order", {"order_id": o}))
+        action = rng.choice(["refund", "escalate", "credit"] if kind == "refund" else ["report", "escalate", "credit"])
+        if kind == "total":
+            said.append(rng.choice([f"order {o} cost ${total}", f"you paid ${total} for order {o}"]))
+        elif action == "refund":
+            steps.append(("issue_refund", {"order_id": o, "amount": total}))
+            said.append(rng.choice([f"I refunded ${total} for order {o}", f"order {o} is refunded (${total})"]))
+        elif action == "credit":
+            amount = total if kind == "refund" else w["small"]
+            steps.append(("offer_store_credit", {"customer_id": c, "amount": amount}))
+            said.append(f"I added ${amount} of store credit for order {o}")
+        elif action == "escalate":
+            steps.append(("escalate", {"ticket_id": t, "team": team}))
+            said.append(rng.choice([f"I passed ticket {t} to the {team} team", f"sent to the {team} team"]))
+        else:
+            said.append(rng.choice([f"order {o} is {w['status']}", f"your order {o} is currently {w['status']}"]))
+    elif kind == "credit":
+        steps.append(("offer_store_credit", {"customer_id": c, "amount": w["small"]}))
+        said.append(f"I added ${w['small']} of store credit to your account")
+    elif kind == "escalate":
+        steps.append(("escalate", {"ticket_id": t, "team": w["team"]}))
+        said.append(f"I passed ticket {t} to the {w['team']} team")
+    elif kind == "verify":
+        steps.append(("verify_identity", {"customer_id": c}))
+        said.append(rng.choice(["your identity is verified", f"customer {c} is now verified"]))
+    elif kind == "email":
+        steps.append(("get_customer", {"customer_id": c}))
+        said.append(f"we have {w['email']} on file")
+    closes = kind == "close" or (kind != "verify" and rng.random() < 0.3)
+    if closes:
+        steps.append(("close_ticket", {"ticket_id": t}))
+        said.append(f"I closed ticket {t}")
+    text = " and ".join(said) if rng.random() < 0.5 else ". ".join(s[0].upper() + s[1:] for s in said)
+    reply = text[0].upper() + text[1:] + "."
+    return steps, reply + rng.choice(SIGNATURES).format(name=rng.choice(AGENTS))
 
 
 def neutral_world(rng: random.Random, kind: str) -> dict[str, Any]:
-    return task_world(rng, kind if kind in TASK_TYPES else "refund")
+    return task_world(rng, kind if kind in TASK_TYPES else rng.choice(TASK_TYPES))
 
 
 # --------------------------------------------------------------------------- playing a procedure
@@ -537,10 +527,13 @@ def base_corpus(rng: random.Random, n: int) -> list[dict]:
 
 def _write_jsonl(path: Path, rows: list) -> None:
     lines = [row if isinstance(row, str) else json.dumps(row, ensure_ascii=False) for row in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    if path.suffix == ".gz":  # mtime 0: the same rows always give the same bytes
+        data = gzip.compress(data, compresslevel=9, mtime=0)
+    path.write_bytes(data)
 
 
-def generate(out: Path, tasks: int = 120, base_conversations: int = 2400, seed: int = SEED) -> list[Path]:
+def generate(out: Path, tasks: int = 120, base_conversations: int = 6000, seed: int = SEED) -> list[Path]:
     """Write the whole demo corpus under `out`; the same arguments always give the same bytes."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -551,7 +544,7 @@ def generate(out: Path, tasks: int = 120, base_conversations: int = 2400, seed: 
     files |= {f"{who}.jsonl": rows for who, rows in per_person.items()}
     files[f"{REVOKED[0]}_revoked.jsonl"] = contributor_records(random.Random(f"{seed}-dave"), REVOKED[0], 12)
     files["malformed.jsonl"] = malformed_lines(per_person["alice"])
-    files["base_corpus.jsonl"] = base_corpus(random.Random(f"{seed}-base"), base_conversations)
+    files["base_corpus.jsonl.gz"] = base_corpus(random.Random(f"{seed}-base"), base_conversations)
     for name, rows in files.items():
         _write_jsonl(out / name, rows)
         written.append(out / name)
@@ -563,12 +556,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "demo")
     parser.add_argument("--tasks", type=int, default=120, help="tasks (and demonstrations) per contributor")
     parser.add_argument(
-        "--base-conversations", type=int, default=2400, help="neutral conversations for the base"
+        "--base-conversations", type=int, default=6000, help="neutral conversations for the base"
     )
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
     for path in generate(args.out, args.tasks, args.base_conversations, args.seed):
-        print(f"wrote {path} ({sum(1 for _ in path.open())} lines)")
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
 
 
 if __name__ == "__main__":

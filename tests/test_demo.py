@@ -1,6 +1,7 @@
 """The embedded demo: its committed base, the tokenizer designed for copying ids, and a reduced
 `replica demo` run end to end (prepare → SFT → eval) that must beat the base."""
 
+import gzip
 import importlib.util
 import json
 import shutil
@@ -105,7 +106,7 @@ def test_reduced_demo_base_builds_end_to_end_from_the_demo_config(tmp_path):
 
     raw = yaml.safe_load((ROOT / "configs" / "demo_base.yaml").read_text())
     corpus = tmp_path / "corpus.jsonl"
-    lines = (ROOT / "data" / "demo" / "base_corpus.jsonl").read_text().splitlines()[:60]
+    lines = gzip.decompress((ROOT / "data" / "demo" / "base_corpus.jsonl.gz").read_bytes()).decode().splitlines()[:60]
     corpus.write_text("\n".join(lines) + "\n")
     raw |= {
         "corpus": [str(corpus)],

@@ -9,6 +9,7 @@ on contributor-neutral conversations. The result is cached under a key of the bu
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import shutil
@@ -47,6 +48,11 @@ class PretrainConfig(BaseModel):
     learning_rate: float = Field(3e-3, gt=0)
     batch_size: int = Field(16, gt=0)
     max_length: int = Field(512, gt=0)
+    loss: Literal["assistant", "all"] = Field(
+        "assistant",
+        description="Which tokens train the base: the assistant turns only, or every token (then the "
+        "tool results, which repeat the ids of their calls, also teach copying).",
+    )
 
 
 class BaseBuildConfig(BaseModel):
@@ -105,7 +111,7 @@ def _relative_to(config_path: Path, item: str) -> Path:
 
 def build_key(config: BaseBuildConfig) -> str:
     """Hash of the build config and the corpus contents: same inputs, same cached base."""
-    corpus_hashes = [sha256_text(Path(p).read_text(encoding="utf-8")) for p in config.corpus]
+    corpus_hashes = [sha256_file(Path(p)) for p in config.corpus]
     payload = config.model_dump(mode="json", exclude={"cache_dir", "prebuilt"}) | {"corpus": corpus_hashes}
     return sha256_text(canonical_json(payload))[:12]
 
@@ -182,10 +188,11 @@ def install_prebuilt(prebuilt: Path, target: Path, key: str) -> bool:
 
 
 def read_corpus(paths: list[str]) -> list[dict]:
-    """Conversations ({messages, tools?}) from JSONL files."""
+    """Conversations ({messages, tools?}) from JSONL files (gzip-compressed when named `*.gz`)."""
     rows = []
     for path in paths:
-        with open(path, encoding="utf-8") as handle:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
@@ -297,9 +304,10 @@ def pretrain(model, tokenizer, conversations: list[dict], config: BaseBuildConfi
         save_strategy="no",
         report_to="none",
         seed=config.seed,
-        assistant_only_loss=True,
+        assistant_only_loss=config.pretrain.loss == "assistant",
         chat_template_path=None,
         use_cpu=not _cuda(),
+        bf16=_cuda(),  # mixed precision on a GPU (fp32 master weights); fp32 on CPU
         dataloader_num_workers=0,
     )
     tokenizer.chat_template = training_chat_template(tokenizer)

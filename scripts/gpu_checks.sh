@@ -96,7 +96,10 @@ part() {
 
 # ============================================================================ install
 
-if compgen -G "$WHEELS/*.whl" >/dev/null; then
+if [[ -d "$SITE/trl" ]]; then # installed by an earlier step of the same device call
+    echo "install skipped: $SITE already holds the wheels" | tee -a "$OUT/summary.txt"
+    export PYTHONPATH="$SITE:$PWD"
+elif compgen -G "$WHEELS/*.whl" >/dev/null; then
     part install 120 install.log "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
         --upgrade --target "$SITE" $WHEELS/*.whl
     export PYTHONPATH="$SITE:$PWD"
@@ -148,6 +151,7 @@ else
     bench=(--arch qwen2.5-0.5b --max-length 2048 --records 512 --batch-size 8 --contributors 1,4,8
         --per-contributor 16 --scale-steps 4)
 fi
+[[ -n "${BENCH_ARGS:-}" ]] && read -r -a bench <<<"$BENCH_ARGS" # a smaller bench when the budget is shared
 part bench 360 bench.log "$PY" scripts/bench_train.py "${bench[@]}" --out "$OUT/bench_gpu.json"
 
 echo "=== summary (total ${SECONDS}s)"

@@ -204,7 +204,7 @@ def test_only_selected_contributors_are_prepared_and_the_rest_counted(tmp_path, 
 
 
 def test_fast_renderer_matches_apply_chat_template(prepared, tokenizer):
-    from replica.data.prepare import template_renderer
+    from replica.data.template import template_renderer
 
     render = template_renderer(tokenizer)
     template = training_chat_template(tokenizer)
@@ -219,3 +219,74 @@ def test_fast_renderer_matches_apply_chat_template(prepared, tokenizer):
             row["messages"], tools=row["tools"], chat_template=template, tokenize=False
         )
         assert render(row["messages"], row["tools"]) == expected
+
+
+def test_file_order_does_not_change_the_prepared_rows(tmp_path, tiny_base_dir, tokenizer):
+    """Rows are spooled in input order and written sorted by id: reversed files give the same splits.
+
+    (The near-duplicate is left out: of two duplicates the first read is kept, so order matters there.)
+    """
+    results = []
+    for order in ("forward", "reversed"):
+        folder = tmp_path / order
+        folder.mkdir()
+        for name in INPUTS:
+            lines = [
+                line for line in (DATA / name).read_text().splitlines(keepends=True) if "-again" not in line
+            ]
+            (folder / name).write_text("".join(reversed(lines) if order == "reversed" else lines))
+        raw = yaml.safe_load(_config(folder, tiny_base_dir).read_text())
+        raw["data"]["inputs"] = [{"path": str(folder / name)} for name in INPUTS]
+        (folder / "run.yaml").write_text(yaml.safe_dump(raw))
+        results.append(prepare(load_config(folder / "run.yaml"), tokenizer))
+    forward, backward = results
+    assert forward.manifest["record_hashes"] == backward.manifest["record_hashes"]
+    assert forward.manifest["counts"] == backward.manifest["counts"]
+    for cid in ("alice", "bob"):
+        for split in SPLITS:
+            rows = load_split(backward.prepared_dir, cid, split).to_list()
+            assert rows == load_split(forward.prepared_dir, cid, split).to_list()
+
+
+def test_streamed_split_is_what_save_to_disk_writes(tmp_path, prepared):
+    """`write_split` (one batch at a time) against `build_dataset(...).save_to_disk`: same state,
+    info and rows; an empty split is loadable (datasets' own empty save is not)."""
+    import datasets
+
+    from replica.data.prepared import build_dataset, write_split
+
+    rows = load_split(prepared.prepared_dir, "alice", "pref/train").to_list()
+    streamed, saved = tmp_path / "streamed", tmp_path / "saved"
+    assert write_split(iter(rows), "pref/train", streamed, batch_size=3) == len(rows)
+    build_dataset(rows, "pref/train").save_to_disk(str(saved))
+    for name in ("state.json", "dataset_info.json"):
+        assert (streamed / name).read_text() == (saved / name).read_text()
+    loaded = datasets.load_from_disk(str(streamed))
+    assert loaded.to_list() == rows and loaded.features == build_dataset([], "pref/train").features
+    write_split([], "sft/heldout", tmp_path / "empty")
+    empty = datasets.load_from_disk(str(tmp_path / "empty"))
+    assert len(empty) == 0 and empty.column_names == list(build_dataset([], "sft/heldout").features)
+
+
+def test_fast_renderer_keeps_the_sandbox(tokenizer):
+    """The renderer's shortcut for `dict.key` lookups must not open what the sandbox closes."""
+    from jinja2.exceptions import SecurityError, UndefinedError
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    from replica.data.template import _fast_lookups
+
+    env = _fast_lookups(_compile_jinja_template("{{ x }}").environment)
+    render = lambda source, **values: env.from_string(source).render(**values)  # noqa: E731
+    message = {"role": "user", "items": "a key named like a dict method"}
+    assert render("{{ m.role }}|{{ m.missing is defined }}", m=message) == "user|False"
+    assert render("{{ m['items'] }}", m=message) == "a key named like a dict method"
+    assert render("{{ m.items is defined }}", m=message) == "True"  # the method, as the sandbox gives it
+    assert (
+        render("{% for x in xs %}{{ loop.index0 }}{{ loop.last }} {% endfor %}", xs="ab") == "0False 1True "
+    )
+    with pytest.raises(SecurityError):
+        render("{{ m.__class__.__subclasses__() }}", m=message)
+    with pytest.raises(SecurityError):
+        render("{{ m.update({'role': 'x'}) }}", m=message)  # immutable sandbox: no mutation
+    with pytest.raises(UndefinedError):
+        render("{{ m.missing.deeper }}", m=message)

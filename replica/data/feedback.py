@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from replica.artifacts import canonical_json, sha256_text
@@ -64,14 +65,44 @@ def rewrite_rows(rewrites: list[Rewrite]) -> list[dict[str, Any]]:
     return [_row(r.id, r, r.rewritten, r.original, "rewrite", content_hash(r)) for r in rewrites]
 
 
+@dataclass(frozen=True, slots=True)
+class Rated:
+    """What pairing needs of one rating; `ref` finds the rating again (the Rating, or where it was spooled)."""
+
+    value: float
+    id: str
+    ref: Any
+
+
 def rating_rows(
     ratings: list[Rating], config: FeedbackConfig, seed: int = 0
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Pairs from ratings (see module docstring) and the count of what was dropped, by reason."""
-    groups: dict[str, list[Rating]] = defaultdict(list)
+    groups: dict[str, list[Rated]] = defaultdict(list)
     for rating in ratings:
-        groups[_prompt_key(rating)].append(rating)
-    rows: list[dict[str, Any]] = []
+        key = prompt_key(rating.contributor_id, chat(rating.prompt), tools_json(rating.tools))
+        groups[key].append(Rated(rating.value, rating.id, rating))
+    pairs, dropped = pair_ratings(groups, config, seed)
+    rows = [
+        _row(
+            f"{chosen.id}>{rejected.id}",
+            chosen.ref,
+            chosen.ref.response,
+            rejected.ref.response,
+            "rating",
+            sha256_text(f"{content_hash(chosen.ref)}>{content_hash(rejected.ref)}"),
+        )
+        for chosen, rejected in pairs
+    ]
+    return rows, dropped
+
+
+def pair_ratings(
+    groups: dict[str, list[Rated]], config: FeedbackConfig, seed: int = 0
+) -> tuple[list[tuple[Rated, Rated]], dict[str, int]]:
+    """The (chosen, rejected) pairs of rated responses grouped by `prompt_key`, in a fixed order,
+    and the count of dropped candidates by reason."""
+    pairs: list[tuple[Rated, Rated]] = []
     dropped: Counter = Counter()
     for key in sorted(groups):
         group = sorted(groups[key], key=lambda r: (-r.value, r.id))
@@ -83,28 +114,16 @@ def rating_rows(
             if reason:
                 dropped[reason] += 1
                 continue
-            record_hash = sha256_text(f"{content_hash(chosen)}>{content_hash(rejected)}")
-            rows.append(
-                _row(
-                    f"{chosen.id}>{rejected.id}",
-                    chosen,
-                    chosen.response,
-                    rejected.response,
-                    "rating",
-                    record_hash,
-                )
-            )
-    return rows, {reason: dropped[reason] for reason in sorted(dropped)}
+            pairs.append((chosen, rejected))
+    return pairs, {reason: dropped[reason] for reason in sorted(dropped)}
 
 
-def _prompt_key(rating: Rating) -> str:
-    """Ratings are compared only within one contributor, prompt and tool set."""
-    return sha256_text(canonical_json([rating.contributor_id, chat(rating.prompt), tools_json(rating.tools)]))
+def prompt_key(contributor_id: str, prompt: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+    """Ratings are compared only within one contributor, prompt and tool set (plain dicts, `chat`)."""
+    return sha256_text(canonical_json([contributor_id, prompt, tools]))
 
 
-def _candidates(
-    group: list[Rating], config: FeedbackConfig, rng: random.Random
-) -> list[tuple[Rating, Rating]]:
+def _candidates(group: list[Rated], config: FeedbackConfig, rng: random.Random) -> list[tuple[Rated, Rated]]:
     """Candidate (chosen, rejected) pairs of one prompt; `group` is sorted best first."""
     best = group[0]
     if config.strategy == "best_vs_worst":

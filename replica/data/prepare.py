@@ -4,19 +4,23 @@ validate -> normalize (importers) -> dedupe -> consent filter -> feedback -> pai
 The layout and columns are the contract in docs/internals.md ("Prepared data"). The whole
 directory is built under a temporary name and renamed, so a crash never leaves a half-prepared
 set that looks complete.
+
+Memory does not grow with the records: one streaming pass validates every input and appends each
+accepted record, already in its prepared row form, to its contributor's spool (spool.py). Only
+task keys and times, rating scores and hashes stay in memory (`Pool`). Then, one contributor at
+a time, the held-out tasks are chosen, rating pairs made, and each split written in id order
+straight from the spool to its dataset files.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel
 
 from replica.artifacts import (
     atomic_directory,
@@ -28,34 +32,33 @@ from replica.artifacts import (
 )
 from replica.config import InputConfig, RunConfig
 from replica.data.consent import consent_scope, train_exclusion
-from replica.data.feedback import chat, pair_rows, rating_rows, rewrite_rows, tools_json
+from replica.data.feedback import Rated, pair_ratings, prompt_key, tools_json
 from replica.data.formats.common import task_id_for
-from replica.data.prepared import SPLITS, build_dataset
-from replica.data.records import Demonstration, PreferencePair, Rating, Rewrite, to_line
-from replica.data.split import leakage, note_time, split_pools
+from replica.data.prepared import SPLITS, write_split
+from replica.data.records import Demonstration, PreferencePair, Rating, content_hash, to_line
+from replica.data.split import LeakageCheck, note_time, split_pools
+from replica.data.spool import Spools
+from replica.data.template import plain_parts, token_counter
 from replica.data.validate import Outcome, Registry, Validator, collect_registry
 from replica.errors import UserError
-from replica.model import template_hash, training_chat_template
+from replica.model import template_hash
 
 log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 
 
+SOURCES = ("pairwise", "rating", "rewrite")  # preference rows by origin, in this order on equal ids
+
+
 @dataclass
-class Bucket:
-    """The accepted records of one contributor."""
+class Pool:
+    """What stays in memory of one contributor's accepted records while their rows are spooled."""
 
-    demos: list[tuple[Demonstration, str]] = field(default_factory=list)  # (record, content hash)
-    pairs: list[PreferencePair] = field(default_factory=list)
-    ratings: list[Rating] = field(default_factory=list)
-    rewrites: list[Rewrite] = field(default_factory=list)
-
-    def add(self, record: BaseModel, record_hash: str) -> None:
-        if isinstance(record, Demonstration):
-            self.demos.append((record, record_hash))
-            return
-        target = {PreferencePair: self.pairs, Rating: self.ratings, Rewrite: self.rewrites}
-        target[type(record)].append(record)
+    records: int = 0
+    demo_times: dict = field(default_factory=dict)  # task id -> latest recorded_at
+    feedback_times: dict = field(default_factory=dict)  # task key -> latest recorded_at
+    ratings: dict[str, list[Rated]] = field(default_factory=lambda: defaultdict(list))  # by prompt_key
+    pairs: Counter = field(default_factory=Counter)  # preference rows by source
 
 
 @dataclass
@@ -102,12 +105,16 @@ def prepare(config: RunConfig, tokenizer: Any, strict: bool = False) -> PrepareR
         strict,
     )
     with atomic_directory(config.prepared_dir) as tmp:
-        buckets = _read_all(validator, inputs, tmp / "rejected.jsonl")
-        contributors = {}
-        hashes = {}
-        for cid in sorted(set(buckets) | set(registry.contributors)):
-            info, split_hashes = _write_contributor(tmp, cid, buckets.get(cid, Bucket()), registry, config)
-            contributors[cid], hashes[cid] = info, split_hashes
+        spools = Spools(tmp / ".spool")
+        try:
+            pools = _read_all(validator, inputs, tmp / "rejected.jsonl", spools)
+            contributors = {}
+            hashes = {}
+            for cid in sorted(set(pools) | set(registry.contributors)):
+                info, split_hashes = _write_contributor(tmp, cid, pools.get(cid), spools, registry, config)
+                contributors[cid], hashes[cid] = info, split_hashes
+        finally:
+            spools.close()  # deletes the spool directory
         _write_contributors_file(tmp / "contributors.jsonl", registry)
         leaks = {cid: info.pop("leakage", []) for cid, info in contributors.items()}
         manifest = _manifest(config, inputs, validator, contributors, hashes, template_hash(tokenizer))
@@ -130,191 +137,237 @@ def _inputs(config: RunConfig) -> list[InputConfig]:
     return first + list(config.data.inputs)
 
 
-def token_counter(tokenizer: Any, max_length: int | None = None) -> Callable[[BaseModel, list | None], int]:
-    """Length in tokens of a record's longest training example, rendered with the training template.
-
-    With `max_length`, a text of at most `max_length - 8` UTF-8 bytes is known to fit without
-    tokenizing it: byte-level BPE and SentencePiece (with byte fallback) never make more tokens
-    than bytes (8 spare for a prefix marker), so the count returned then is that bound, not exact.
-    """
-    render = template_renderer(tokenizer)
-    bound = (max_length - 8) if max_length else -1
-
-    def count(messages: list[dict], tools: list | None) -> int:
-        text = render(messages, tools)
-        size = len(text.encode("utf-8"))
-        if size <= bound:
-            return size
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def length_of(record: BaseModel, tools: list | None) -> int:
-        tools_ = tools_json(tools)
-        if isinstance(record, Demonstration):
-            return count(chat(record.messages), tools_)
-        prompt = chat(record.prompt)  # type: ignore[attr-defined]
-        responses = {
-            PreferencePair: ("chosen", "rejected"),
-            Rating: ("response",),
-            Rewrite: ("original", "rewritten"),
-        }[type(record)]
-        return max(count(prompt + chat(getattr(record, name)), tools_) for name in responses)
-
-    return length_of
+# --------------------------------------------------------------------------- pass 1: read and spool
 
 
-def template_renderer(tokenizer: Any) -> Callable[[list[dict], list | None], str]:
-    """`f(messages, tools) -> text` rendered with the training chat template, as
-    `tokenizer.apply_chat_template(..., tokenize=False)` renders it.
-
-    Records here are plain JSON (pydantic dumps), so the compiled template is called directly:
-    `apply_chat_template` first deep-copies every input into plain types for its sandbox, which
-    was half of `prepare`'s templating time. tests/test_data_prepare.py checks both give the same text.
-    """
-    template = training_chat_template(tokenizer)
-    try:
-        from transformers.utils.chat_template_utils import _compile_jinja_template
-
-        compiled = _compile_jinja_template(template)
-    except (ImportError, AttributeError):  # a transformers without it: take the public path
-        return lambda messages, tools: tokenizer.apply_chat_template(
-            messages, tools=tools, chat_template=template, tokenize=False
-        )
-    context = dict(tokenizer.special_tokens_map)
-
-    def render(messages: list[dict], tools: list | None) -> str:
-        return compiled.render(
-            messages=messages, tools=tools, documents=None, add_generation_prompt=False, **context
-        )
-
-    return render
-
-
-def _read_all(validator: Validator, inputs: list[InputConfig], rejected_path: Path) -> dict[str, Bucket]:
-    """Stream every outcome: rejected ones to rejected.jsonl, accepted ones into per-contributor buckets."""
-    buckets: dict[str, Bucket] = defaultdict(Bucket)
+def _read_all(
+    validator: Validator, inputs: list[InputConfig], rejected_path: Path, spools: Spools
+) -> dict[str, Pool]:
+    """Stream every outcome: rejected ones to rejected.jsonl, accepted ones as rows to their spools."""
+    pools: dict[str, Pool] = defaultdict(Pool)
     with open(rejected_path, "w", encoding="utf-8") as rejected:
         for outcome in validator.outcomes(inputs):
             if outcome.status == "rejected":
                 rejected.write(json.dumps(outcome.rejected_entry(), ensure_ascii=False) + "\n")
             elif outcome.status == "accepted" and outcome.kind not in ("contributor", "task"):
-                buckets[outcome.contributor_id].add(
-                    _with_task_tools(outcome, validator.registry), outcome.hash
-                )
-    return dict(buckets)
+                _spool(outcome, validator.registry, pools[outcome.contributor_id], spools)
+    return dict(pools)
 
 
-def _with_task_tools(outcome: Outcome, registry: Registry) -> BaseModel:
-    """A record without its own tools gets its task's (what it was validated against)."""
-    record = outcome.record
-    if record is not None and not getattr(record, "tools", None):
-        task = registry.task(getattr(record, "task_id", None))
-        if task and task.tools:
-            record = record.model_copy(update={"tools": task.tools})
-    return record  # type: ignore[return-value]
+def _spool(outcome: Outcome, registry: Registry, pool: Pool, spools: Spools) -> None:
+    """One accepted record as its prepared row (a rating: as what pairing needs), and its task's time.
+
+    A record without tools of its own takes its task's (what it was validated against), and its
+    row's hash is then the hash of the record with those tools.
+    """
+    record, cid = outcome.record, outcome.contributor_id
+    task = registry.task(getattr(record, "task_id", None))
+    tools = record.tools or (task.tools if task else None)  # type: ignore[union-attr]
+    parts = outcome.parts or plain_parts(record, tools)  # type: ignore[arg-type]
+    pool.records += 1
+    if isinstance(record, Demonstration):
+        note_time(pool.demo_times, record.task_id, record.recorded_at)
+        row = {
+            "id": record.id,
+            "contributor_id": cid,
+            "task_id": record.task_id,
+            "messages": parts["messages"],
+            "tools": parts["tools"],
+            "record_hash": outcome.hash,
+        }
+        spools.append(f"{cid}.sft", [record.id, record.task_id], row)
+        return
+    key = record.task_id or task_id_for(parts["prompt"])  # type: ignore[union-attr]
+    note_time(pool.feedback_times, key, record.recorded_at)  # type: ignore[union-attr]
+    record_hash = outcome.hash
+    if tools and not record.tools:  # type: ignore[union-attr]
+        record_hash = content_hash(record.model_copy(update={"tools": tools}))  # type: ignore[union-attr]
+    if isinstance(record, Rating):
+        rated = {**parts, "task_id": record.task_id or "", "hash": record_hash}
+        offset = spools.append(f"{cid}.ratings", [], rated)
+        pool.ratings[prompt_key(cid, parts["prompt"], parts["tools"])].append(
+            Rated(record.value, record.id, offset)
+        )
+        return
+    pairwise = isinstance(record, PreferencePair)
+    source = "pairwise" if pairwise else "rewrite"
+    row = _pref_row(
+        record.id,  # type: ignore[union-attr]
+        cid,
+        record.task_id or "",  # type: ignore[union-attr]
+        parts,
+        parts["chosen"] if pairwise else parts["rewritten"],
+        parts["rejected"] if pairwise else parts["original"],
+        source,
+        record_hash,
+    )
+    spools.append(f"{cid}.pref", [row["id"], SOURCES.index(source), key], row)
+    pool.pairs[source] += 1
+
+
+def _pref_row(
+    row_id: str,
+    cid: str,
+    task_id: str,
+    parts: dict[str, Any],
+    chosen: list[dict],
+    rejected: list[dict],
+    source: str,
+    record_hash: str,
+) -> dict[str, Any]:
+    return {
+        "id": row_id,
+        "contributor_id": cid,
+        "task_id": task_id,
+        "prompt": parts["prompt"],
+        "chosen": chosen,
+        "rejected": rejected,
+        "tools": parts["tools"],
+        "source": source,
+        "record_hash": record_hash,
+    }
+
+
+# --------------------------------------------------------------------------- pass 2: per contributor
 
 
 def _write_contributor(
-    root: Path, cid: str, bucket: Bucket, registry: Registry, config: RunConfig
+    root: Path, cid: str, pool: Pool | None, spools: Spools, registry: Registry, config: RunConfig
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Split one contributor's records and save their five datasets; returns manifest info and hashes."""
+    """Pair ratings, split and save one contributor's five datasets; returns manifest info and hashes."""
     contributor = registry.contributor(cid)
     info: dict[str, Any] = {
         "consent": consent_scope(contributor) if contributor else None,
         "train_excluded": train_exclusion(contributor),
         "splits": {},
     }
-    if not (bucket.demos or bucket.pairs or bucket.ratings or bucket.rewrites):
+    if pool is None or not pool.records:
         return info, {}
-    sft = [_sft_row(demo, record_hash) for demo, record_hash in bucket.demos]
-    rating_pairs, dropped = rating_rows(bucket.ratings, config.data.feedback, config.data.split.seed)
-    pref = pair_rows(bucket.pairs) + rating_pairs + rewrite_rows(bucket.rewrites)
-    heldout = split_pools(*_times(bucket), config.data.split)
-    splits = _assign(sft, pref, heldout)
-    splits["tasks/heldout"] = _task_rows(splits["sft/heldout"], registry)
-    for split in SPLITS:
-        build_dataset(splits[split], split).save_to_disk(str(root / cid / split))
-    info["splits"] = {split: len(splits[split]) for split in SPLITS}
-    info["pairs"] = {
-        source: sum(r["source"] == source for r in pref) for source in ("pairwise", "rating", "rewrite")
-    }
+    dropped = _spool_rating_pairs(cid, pool, spools, config)
+    heldout = split_pools(pool.demo_times, pool.feedback_times, config.data.split)
+    sizes, hashes, leaks = _write_splits(root / cid, cid, spools, heldout, registry)
+    info["splits"] = sizes
+    info["pairs"] = {source: pool.pairs[source] for source in SOURCES}
     info["ratings_dropped"] = dropped
-    info["leakage"] = leakage(
-        {s: splits[s] for s in ("sft/heldout", "pref/heldout")},
-        {s: splits[s] for s in ("sft/train", "pref/train")},
-    )
-    hashes = {
-        split: [row["record_hash"] for row in splits[split]] for split in SPLITS if split != "tasks/heldout"
-    }
+    info["leakage"] = leaks
     return info, hashes
 
 
-def _sft_row(demo: Demonstration, record_hash: str) -> dict[str, Any]:
+def _spool_rating_pairs(cid: str, pool: Pool, spools: Spools, config: RunConfig) -> dict[str, int]:
+    """Pairs from the contributor's ratings, appended to their preference spool (feedback.py)."""
+    pairs, dropped = pair_ratings(pool.ratings, config.data.feedback, config.data.split.seed)
+    for best, worse in pairs:
+        chosen, rejected = spools.read(f"{cid}.ratings", best.ref), spools.read(f"{cid}.ratings", worse.ref)
+        record_hash = sha256_text(f"{chosen['hash']}>{rejected['hash']}")
+        row_id = f"{best.id}>{worse.id}"
+        row = _pref_row(
+            row_id,
+            cid,
+            chosen["task_id"],
+            chosen,
+            chosen["response"],
+            rejected["response"],
+            "rating",
+            record_hash,
+        )
+        key = chosen["task_id"] or task_id_for(chosen["prompt"])
+        spools.append(f"{cid}.pref", [row_id, SOURCES.index("rating"), key], row)
+        pool.pairs["rating"] += 1
+    return dropped
+
+
+def _write_splits(
+    out: Path, cid: str, spools: Spools, heldout: set[str], registry: Registry
+) -> tuple[dict[str, int], dict[str, list[str]], list[dict[str, str]]]:
+    """Every split in id order (so file order does not matter): sizes, record hashes, leakage.
+
+    Training splits are written first, so the leakage check has seen every training prompt
+    before the held-out rows stream past it.
+    """
+    index: dict[str, list[tuple[str, int, int]]] = {split: [] for split in SPLITS}
+    sides: dict[str, set[str]] = {"train": set(), "heldout": set()}
+    for kind, entries in (("sft", _heads(spools, f"{cid}.sft")), ("pref", _heads(spools, f"{cid}.pref"))):
+        for row_id, rank, key, offset in entries:
+            side = "heldout" if key in heldout else "train"
+            sides[side].add(key)
+            index[f"{kind}/{side}"].append((row_id, rank, offset))
+    if sides["train"] & sides["heldout"]:  # cannot happen by construction; a bug if it does
+        raise RuntimeError(f"split bug: tasks on both sides: {sorted(sides['train'] & sides['heldout'])[:5]}")
+    leaks = LeakageCheck()
+    hashes: dict[str, list[str]] = {split: [] for split in SPLITS if split != "tasks/heldout"}
+    sizes: dict[str, int] = {}
+    for split in ("sft/train", "pref/train", "sft/heldout", "pref/heldout"):
+        rows = _rows(spools, f"{cid}.{split.split('/')[0]}", index.pop(split))
+        sizes[split] = write_split(
+            _follow(rows, split, hashes[split], leaks, spools, cid, registry), split, out / split
+        )
+    tasks = sorted((task_id, 0, offset) for (task_id,), offset in spools.scan(f"{cid}.tasks"))
+    sizes["tasks/heldout"] = write_split(
+        _rows(spools, f"{cid}.tasks", tasks), "tasks/heldout", out / "tasks/heldout"
+    )
+    return {split: sizes[split] for split in SPLITS}, hashes, leaks.found
+
+
+def _heads(spools: Spools, name: str) -> Iterator[tuple[str, int, str, int]]:
+    """(id, source rank, task key, offset) of every spooled row of `name`."""
+    for head, offset in spools.scan(name):
+        if len(head) == 2:  # a demonstration: [id, task id]
+            yield head[0], 0, head[1], offset
+        else:
+            yield head[0], head[1], head[2], offset
+
+
+def _rows(spools: Spools, name: str, index: list[tuple[str, int, int]]) -> Iterator[dict[str, Any]]:
+    """The spooled rows of `index`, by id (then source, then the order they were spooled)."""
+    index.sort()
+    for _, _, offset in index:
+        yield spools.read(name, offset)
+
+
+def _follow(
+    rows: Iterator[dict[str, Any]],
+    split: str,
+    hashes: list[str],
+    leaks: LeakageCheck,
+    spools: Spools,
+    cid: str,
+    registry: Registry,
+) -> Iterator[dict[str, Any]]:
+    """Pass rows through on their way to the dataset, noting their hashes and prompts, and
+    spooling one evaluation task per held-out task (from its first demonstration, by id)."""
+    seen_tasks: set[str] = set()
+    for row in rows:
+        hashes.append(row["record_hash"])
+        if split.endswith("/train"):
+            leaks.train(row)
+        else:
+            leaks.check(split, row)
+        if split == "sft/heldout" and row["task_id"] not in seen_tasks:
+            seen_tasks.add(row["task_id"])
+            spools.append(f"{cid}.tasks", [row["task_id"]], _task_row(row, registry))
+        yield row
+
+
+def _task_row(demo: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """The evaluation task of a held-out task id; `demo` (its first demonstration) is the reference."""
+    task = registry.task(demo["task_id"])
+    first_user = next((m["content"] for m in demo["messages"] if m["role"] == "user"), "")
+    system = next((m["content"] for m in demo["messages"] if m["role"] == "system"), None)
     return {
-        "id": demo.id,
-        "contributor_id": demo.contributor_id,
-        "task_id": demo.task_id,
-        "messages": chat(demo.messages),
-        "tools": tools_json(demo.tools),
-        "record_hash": record_hash,
+        "id": demo["task_id"],
+        "contributor_id": demo["contributor_id"],
+        "instruction": task.instruction if task else first_user,
+        "system": task.system if task and task.system is not None else system,
+        "tools": tools_json(task.tools) if task and task.tools else demo["tools"],
+        "env": task.env if task else None,
+        "initial_state": task.initial_state if task else None,
+        "check": task.check.model_dump(mode="json") if task and task.check else None,
+        "reference_messages": demo["messages"],
+        "tags": list(task.tags) if task else [],
     }
 
 
-def _feedback_key(row: dict[str, Any]) -> str:
-    return row["task_id"] or task_id_for(row["prompt"])
-
-
-def _times(bucket: Bucket) -> tuple[dict, dict]:
-    demo_times: dict = {}
-    feedback_times: dict = {}
-    for demo, _ in bucket.demos:
-        note_time(demo_times, demo.task_id, demo.recorded_at)
-    for record in [*bucket.pairs, *bucket.ratings, *bucket.rewrites]:
-        note_time(feedback_times, record.task_id or task_id_for(chat(record.prompt)), record.recorded_at)
-    return demo_times, feedback_times
-
-
-def _assign(sft: list[dict], pref: list[dict], heldout: set[str]) -> dict[str, list[dict]]:
-    """Rows to train/heldout by task key, sorted by id so file order does not matter."""
-    splits: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    for row in sft:
-        splits["sft/heldout" if row["task_id"] in heldout else "sft/train"].append(row)
-    for row in pref:
-        splits["pref/heldout" if _feedback_key(row) in heldout else "pref/train"].append(row)
-    for rows in splits.values():
-        rows.sort(key=lambda r: r["id"])
-    train_keys = {r["task_id"] for r in splits["sft/train"]} | {
-        _feedback_key(r) for r in splits["pref/train"]
-    }
-    held_keys = {r["task_id"] for r in splits["sft/heldout"]} | {
-        _feedback_key(r) for r in splits["pref/heldout"]
-    }
-    if train_keys & held_keys:  # cannot happen by construction; a bug if it does
-        raise RuntimeError(f"split bug: tasks on both sides: {sorted(train_keys & held_keys)[:5]}")
-    return splits
-
-
-def _task_rows(heldout_sft: list[dict], registry: Registry) -> list[dict[str, Any]]:
-    """One evaluation task per held-out task id; its first demonstration (by id) is the reference."""
-    rows = {}
-    for demo in heldout_sft:  # sorted by id, so the first demonstration of a task wins
-        if demo["task_id"] in rows:
-            continue
-        task = registry.task(demo["task_id"])
-        first_user = next((m["content"] for m in demo["messages"] if m["role"] == "user"), "")
-        system = next((m["content"] for m in demo["messages"] if m["role"] == "system"), None)
-        rows[demo["task_id"]] = {
-            "id": demo["task_id"],
-            "contributor_id": demo["contributor_id"],
-            "instruction": task.instruction if task else first_user,
-            "system": task.system if task and task.system is not None else system,
-            "tools": tools_json(task.tools) if task and task.tools else demo["tools"],
-            "env": task.env if task else None,
-            "initial_state": task.initial_state if task else None,
-            "check": task.check.model_dump(mode="json") if task and task.check else None,
-            "reference_messages": demo["messages"],
-            "tags": list(task.tags) if task else [],
-        }
-    return [rows[key] for key in sorted(rows)]
+# --------------------------------------------------------------------------- manifest
 
 
 def _write_contributors_file(path: Path, registry: Registry) -> None:

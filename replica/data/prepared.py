@@ -7,14 +7,17 @@ the argument dicts of different rows into one struct, so no row gains keys nobod
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetInfo, Features, Json, List, Value, load_from_disk
-from datasets.arrow_writer import OptimizedTypedSequence
+from datasets.arrow_writer import ArrowWriter, OptimizedTypedSequence
 from datasets.table import InMemoryTable
+from datasets.utils.py_utils import asdict
 
 from replica.config import SLUG_PATTERN
 from replica.data.records import Contributor
@@ -82,15 +85,69 @@ def build_dataset(rows: list[dict[str, Any]], split: str) -> Dataset:
     quarter of `prepare`'s time, and a content fingerprint makes the saved state deterministic.
     """
     features = features_for(split)
+    digest = _content_digest(split)
+    for row in rows:
+        _add_row(digest, row)
+    table = _encode(rows, features)
+    return Dataset(table, info=DatasetInfo(features=features), fingerprint=digest.hexdigest()[:16])
+
+
+def write_split(rows: Iterable[dict[str, Any]], split: str, path: str | Path, batch_size: int = 1000) -> int:
+    """Write rows as `build_dataset(rows, split).save_to_disk(path)` would, one batch at a time
+    (memory does not grow with the number of rows). Returns the number of rows.
+
+    Same files and state (`load_from_disk` reads them), with two differences: always one shard
+    (`save_to_disk` cuts shards of 500 MB), and an empty split gets an empty shard, which
+    `load_from_disk` can read (`save_to_disk` writes none, and datasets 5.2 then cannot load it).
+    tests/test_data_prepare.py compares the two.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    features = features_for(split)
+    digest = _content_digest(split)
+    count = 0
+    with ArrowWriter(features=features, path=str(path / _SHARD)) as writer:
+        rows = iter(rows)
+        while batch := list(itertools.islice(rows, batch_size)):
+            for row in batch:
+                _add_row(digest, row)
+            writer.write_table(_encode(batch, features).table)
+            count += len(batch)
+        writer.finalize()
+    state = {  # what save_to_disk writes for a fresh dataset
+        "_data_files": [{"filename": _SHARD}],
+        "_fingerprint": digest.hexdigest()[:16],
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    (path / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+    info = asdict(DatasetInfo(features=features))
+    (path / "dataset_info.json").write_text(
+        json.dumps({k: info[k] for k in sorted(info)}, indent=2), encoding="utf-8"
+    )
+    return count
+
+
+_SHARD = "data-00000-of-00001.arrow"
+
+
+def _content_digest(split: str) -> Any:
+    return hashlib.sha256(split.encode())
+
+
+def _add_row(digest: Any, row: dict[str, Any]) -> None:
+    digest.update(str(row.get("record_hash") or row["id"]).encode())
+
+
+def _encode(rows: list[dict[str, Any]], features: Features) -> InMemoryTable:
     columns = {}
     for name in features:
         values = features.encode_column([row[name] for row in rows], name)
         columns[name] = OptimizedTypedSequence(values, type=features[name], col=name)
-    table = InMemoryTable.from_pydict(mapping=columns)
-    digest = hashlib.sha256(split.encode())
-    for row in rows:
-        digest.update(str(row.get("record_hash") or row["id"]).encode())
-    return Dataset(table, info=DatasetInfo(features=features), fingerprint=digest.hexdigest()[:16])
+    return InMemoryTable.from_pydict(mapping=columns)
 
 
 def load_split(prepared_dir: str | Path, contributor_id: str, split: str) -> Dataset:

@@ -14,6 +14,7 @@ demonstrated task follows that task's side.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -75,19 +76,44 @@ def first_user_text(messages: list[dict[str, Any]]) -> str:
     )
 
 
-def leakage(heldout: dict[str, list[dict]], train: dict[str, list[dict]]) -> list[dict[str, str]]:
+class LeakageCheck:
     """Held-out rows whose opening user message also appears as a user message in training rows.
 
-    `heldout` / `train` map split names (sft/..., pref/...) to rows with `messages` or `prompt`.
+    Rows stream through it: every training row first (`train`), then the held-out ones (`check`).
+    It keeps a 128-bit digest per distinct training prompt text, not the texts.
     """
-    seen: set[str] = set()
+
+    def __init__(self) -> None:
+        self._seen: set[bytes] = set()
+        self.found: list[dict[str, str]] = []
+
+    def train(self, row: dict[str, Any]) -> None:
+        self._seen.update(_digest(text) for text in prompt_texts(_messages(row)))
+
+    def check(self, split: str, row: dict[str, Any]) -> None:
+        text = first_user_text(_messages(row))
+        if text and _digest(text) in self._seen:
+            self.found.append(
+                {"split": split, "id": row["id"], "task_id": row["task_id"], "text": text[:120]}
+            )
+
+
+def leakage(heldout: dict[str, list[dict]], train: dict[str, list[dict]]) -> list[dict[str, str]]:
+    """`LeakageCheck` over lists of rows: `heldout` / `train` map split names (sft/..., pref/...)
+    to rows with `messages` or `prompt`."""
+    check = LeakageCheck()
     for rows in train.values():
         for row in rows:
-            seen |= prompt_texts(row.get("messages") or row.get("prompt") or [])
-    found = []
+            check.train(row)
     for split, rows in heldout.items():
         for row in rows:
-            text = first_user_text(row.get("messages") or row.get("prompt") or [])
-            if text and text in seen:
-                found.append({"split": split, "id": row["id"], "task_id": row["task_id"], "text": text[:120]})
-    return found
+            check.check(split, row)
+    return check.found
+
+
+def _messages(row: dict[str, Any]) -> list[dict[str, Any]]:
+    return row.get("messages") or row.get("prompt") or []
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -42,6 +42,7 @@ class Outcome:
     path: str = ""
     reason: str = ""
     hash: str = ""
+    parts: dict[str, Any] | None = None  # the plain dicts the length check rendered (template.plain_parts)
 
     def describe(self) -> str:
         """`file:line: json.path: reason`, the form every error is shown in."""
@@ -138,14 +139,14 @@ class Validator:
         self,
         registry: Registry,
         check_contributors: bool = True,
-        length_of: Callable[[BaseModel, list | None], int] | None = None,
+        measure: Callable[[BaseModel, list | None], tuple[int, dict[str, Any]]] | None = None,
         max_length: int | None = None,
         selected: set[str] | None = None,
         strict: bool = False,
     ) -> None:
         self.registry = registry
         self.check_contributors = check_contributors
-        self.length_of = length_of
+        self.measure = measure  # (record, tools) -> (tokens, parts): template.token_counter
         self.max_length = max_length
         self.selected = selected
         self.strict = strict
@@ -212,13 +213,13 @@ class Validator:
             outcome.path, outcome.reason = explain(err)
             return outcome
         outcome.record = record
-        problem = self._problem(record, item)
+        problem = self._problem(record, item, outcome)
         if problem:
             outcome.path, outcome.reason = problem
             return outcome
         return self._dedupe(outcome, record)
 
-    def _problem(self, record: BaseModel, item: RawItem) -> tuple[str, str] | None:
+    def _problem(self, record: BaseModel, item: RawItem, outcome: Outcome) -> tuple[str, str] | None:
         if isinstance(record, Contributor | Task):
             return self._conflict(record, item)
         cid = record.contributor_id  # type: ignore[attr-defined]
@@ -235,8 +236,8 @@ class Validator:
         if found:
             more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
             return found[0][0], found[0][1] + more
-        if self.length_of is not None and self.max_length is not None:
-            length = self.length_of(record, tools)
+        if self.measure is not None and self.max_length is not None:
+            length, outcome.parts = self.measure(record, tools)
             if length > self.max_length:
                 return "$", f"{length} tokens after templating, longer than data.max_length={self.max_length}"
         return None

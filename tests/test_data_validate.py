@@ -260,3 +260,39 @@ def test_same_id_with_other_content_is_rejected(tmp_path):
     other["id"] = GOOD["id"]
     file, problem = _run(tmp_path, other)
     _expect(problem, file, "id", "id 'd1' is already used by an earlier demonstration with other content")
+
+
+def test_fast_argument_check_never_passes_what_jsonschema_rejects():
+    """`surely_valid` may answer "ask jsonschema" too often, never "valid" when jsonschema says no."""
+    from jsonschema import Draft202012Validator
+
+    from replica.data.checks import surely_valid
+
+    leaf = [{"type": t} for t in ("string", "integer", "number", "boolean", "null", "array", "object")]
+    schemas = leaf + [
+        TOOLS[0]["function"]["parameters"],
+        {"type": ["string", "null"]},
+        {"type": []},
+        {"type": "integer", "enum": [1]},  # enum: not decided here
+        {"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": False},
+        {"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": 0},
+        {"type": "object", "properties": {"a": True}},
+        {"type": "object", "required": "a"},
+        {"type": "object", "required": ["a"], "properties": {"a": {"type": "object", "required": ["b"]}}},
+        {"type": "array", "items": {"type": "number"}},
+        {"type": "array", "items": [{"type": "number"}]},
+        {"properties": {"a": {"type": "string"}}, "description": "no type: any value"},
+        {"type": "string", "minLength": 2},
+    ]
+    values = [None, True, False, 0, 1, 1.0, 1.5, float("nan"), "x", "xy", [], [1, "a"], [1, 2.5], {}]
+    values += [{"a": 1}, {"a": True}, {"a": 1, "b": 2}, {"a": {"b": 1}}, {"a": {}}, {"a": "s"}]
+    values += [{"order_id": "O-1", "amount": 5}, {"order_id": "O-1"}, {"order_id": "O-1", "amount": "5"}]
+    decided = 0
+    for schema in schemas:
+        validator = Draft202012Validator(schema)
+        for value in values:
+            if surely_valid(schema, value):
+                decided += 1
+                assert validator.is_valid(value), (schema, value)
+    assert decided > 50  # and it does decide the common cases itself
+    assert surely_valid(TOOLS[0]["function"]["parameters"], {"order_id": "O-1", "amount": 5})

@@ -8,6 +8,7 @@ only when some tools are declared (tau-bench trajectories, for instance, carry n
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -123,7 +124,7 @@ def _check_assistant(
 
 def _argument_problem(tool: ToolSchema, arguments: dict[str, Any]) -> tuple[str, str] | None:
     parameters = tool.function.get("parameters")
-    if not parameters:
+    if not parameters or surely_valid(parameters, arguments):
         return None
     error = next(iter(_validator(json.dumps(parameters, sort_keys=True)).iter_errors(arguments)), None)
     if error is None:
@@ -135,6 +136,69 @@ def _argument_problem(tool: ToolSchema, arguments: dict[str, Any]) -> tuple[str,
 @lru_cache(maxsize=512)
 def _validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json))
+
+
+# What `Draft202012Validator` counts as each JSON type (jsonschema/_types.py, draft 6 and later).
+_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    ),
+    "number": lambda v: isinstance(v, numbers.Number) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+_ANNOTATIONS = {
+    "description",
+    "title",
+    "default",
+    "examples",
+    "$comment",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+}
+_FAST_KEYWORDS = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties", "items"}
+
+
+def surely_valid(schema: Any, value: Any) -> bool:
+    """True only when `value` certainly matches `schema`; False means "ask jsonschema".
+
+    Tool parameter schemas are mostly `type` / `properties` / `required` /
+    `additionalProperties: false` / `items`: those are checked here, by jsonschema's rules,
+    in a few microseconds (jsonschema takes about 20 per call). A schema using any other keyword,
+    or a keyword in an unusual form, gives False, and jsonschema decides and explains.
+    tests/test_data_validate.py compares the two.
+    """
+    if not isinstance(schema, dict) or not schema.keys() <= _FAST_KEYWORDS:
+        return False
+    if "type" in schema:
+        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not all(isinstance(kind, str) and kind in _TYPES for kind in kinds):
+            return False
+        if not any(_TYPES[kind](value) for kind in kinds):
+            return False
+    if isinstance(value, dict) and not _object_surely_valid(schema, value):
+        return False
+    if isinstance(value, list) and "items" in schema:
+        items = schema["items"]
+        return isinstance(items, dict) and all(surely_valid(items, item) for item in value)
+    return True
+
+
+def _object_surely_valid(schema: dict[str, Any], value: dict[str, Any]) -> bool:
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    extra = schema.get("additionalProperties", True)
+    if not isinstance(properties, dict) or not isinstance(required, list) or not isinstance(extra, bool):
+        return False
+    if extra is False and not value.keys() <= properties.keys():
+        return False
+    if not all(isinstance(name, str) and name in value for name in required):
+        return False
+    return all(surely_valid(sub, value[name]) for name, sub in properties.items() if name in value)
 
 
 def _check_prompt(prompt: list[Message], tools: list[ToolSchema] | None) -> Found:

@@ -14,6 +14,8 @@ straight from the spool to its dataset files.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 from collections import Counter, defaultdict
@@ -104,7 +106,7 @@ def prepare(config: RunConfig, tokenizer: Any, strict: bool = False) -> PrepareR
         selected,
         strict,
     )
-    with atomic_directory(config.prepared_dir) as tmp:
+    with atomic_directory(config.prepared_dir) as tmp, _objects_before_frozen():
         spools = Spools(tmp / ".spool")
         try:
             pools = _read_all(validator, inputs, tmp / "rejected.jsonl", spools)
@@ -122,6 +124,22 @@ def prepare(config: RunConfig, tokenizer: Any, strict: bool = False) -> PrepareR
         atomic_write_json(tmp / "manifest.json", manifest)
     log.info("prepared %s: %s", config.prepared_dir, manifest["summary"])
     return PrepareResult(Path(config.prepared_dir), manifest)
+
+
+@contextlib.contextmanager
+def _objects_before_frozen() -> Iterator[None]:
+    """Keep the garbage collector off the objects that existed before `prepare` (gc.freeze).
+
+    With torch and transformers imported the process holds ~400,000 tracked objects, and each
+    full collection walks them all; prepare's allocations trigger a few per 10,000 records.
+    Frozen, they are skipped (prepare's own objects are still collected): 13-15% less CPU
+    time per record, measured with scripts/bench_data.py. Unfrozen again on the way out.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _inputs(config: RunConfig) -> list[InputConfig]:

@@ -268,6 +268,23 @@ def test_streamed_split_is_what_save_to_disk_writes(tmp_path, prepared):
     assert len(empty) == 0 and empty.column_names == list(build_dataset([], "sft/heldout").features)
 
 
+def test_rows_are_encoded_as_datasets_encodes_them(prepared):
+    """`build_dataset` builds its Arrow columns itself: the same table as datasets' own encoding."""
+    from datasets import Dataset
+
+    from replica.data.prepared import build_dataset, features_for
+
+    for cid in ("alice", "bob"):
+        for split in SPLITS:
+            rows = load_split(prepared.prepared_dir, cid, split).to_list()
+            if not rows:  # datasets' own from_list cannot build an empty typed dataset
+                continue
+            if split == "sft/train":
+                rows[0] = {**rows[0], "tools": None, "messages": []}  # a null and an empty list too
+            reference = Dataset.from_list(rows, features=features_for(split))
+            assert build_dataset(rows, split).data.table.equals(reference.data.table), (cid, split)
+
+
 def test_fast_renderer_keeps_the_sandbox(tokenizer):
     """The renderer's shortcut for `dict.key` lookups must not open what the sandbox closes."""
     from jinja2.exceptions import SecurityError, UndefinedError

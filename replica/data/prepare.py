@@ -193,7 +193,7 @@ def _spool(outcome: Outcome, registry: Registry, pool: Pool, spools: Spools) -> 
             "tools": parts["tools"],
             "record_hash": outcome.hash,
         }
-        spools.append(f"{cid}.sft", [record.id, record.task_id], row)
+        spools.append(f"{cid}.sft", (record.id, record.task_id), row)
         return
     key = record.task_id or task_id_for(parts["prompt"])  # type: ignore[union-attr]
     note_time(pool.feedback_times, key, record.recorded_at)  # type: ignore[union-attr]
@@ -202,7 +202,7 @@ def _spool(outcome: Outcome, registry: Registry, pool: Pool, spools: Spools) -> 
         record_hash = content_hash(record.model_copy(update={"tools": tools}))  # type: ignore[union-attr]
     if isinstance(record, Rating):
         rated = {**parts, "task_id": record.task_id or "", "hash": record_hash}
-        offset = spools.append(f"{cid}.ratings", [], rated)
+        offset = spools.append(f"{cid}.ratings", (), rated)
         pool.ratings[prompt_key(cid, parts["prompt"], parts["tools"])].append(
             Rated(record.value, record.id, offset)
         )
@@ -219,7 +219,7 @@ def _spool(outcome: Outcome, registry: Registry, pool: Pool, spools: Spools) -> 
         source,
         record_hash,
     )
-    spools.append(f"{cid}.pref", [row["id"], SOURCES.index(source), key], row)
+    spools.append(f"{cid}.pref", (row["id"], SOURCES.index(source), key), row)
     pool.pairs[source] += 1
 
 
@@ -289,7 +289,7 @@ def _spool_rating_pairs(cid: str, pool: Pool, spools: Spools, config: RunConfig)
             record_hash,
         )
         key = chosen["task_id"] or task_id_for(chosen["prompt"])
-        spools.append(f"{cid}.pref", [row_id, SOURCES.index("rating"), key], row)
+        spools.append(f"{cid}.pref", (row_id, SOURCES.index("rating"), key), row)
         pool.pairs["rating"] += 1
     return dropped
 
@@ -362,7 +362,7 @@ def _follow(
             leaks.check(split, row)
         if split == "sft/heldout" and row["task_id"] not in seen_tasks:
             seen_tasks.add(row["task_id"])
-            spools.append(f"{cid}.tasks", [row["task_id"]], _task_row(row, registry))
+            spools.append(f"{cid}.tasks", (row["task_id"],), _task_row(row, registry))
         yield row
 
 

@@ -2,22 +2,25 @@
 
 `prepare` cannot write a split before it has read every input (which tasks a contributor holds
 out depends on all of their tasks), and must not hold the rows in memory meanwhile: they go to
-append-only JSONL files, one per contributor and kind, and are read back by byte offset. What
-stays in memory is a row's offset and sort key while its contributor's splits are written.
+append-only files, one per contributor and kind, and are read back by byte offset. What stays
+in memory is a row's offset and sort key while its contributor's splits are written.
 
-A line is `<head JSON>\\t<row JSON>`: the head (id, task key...) is read without decoding the
-row. JSON is written ASCII-only, so a line never holds a raw tab before the separator or a raw
-newline, and any string (a lone surrogate included) survives the round trip.
+An entry is two lengths, a small head (id, task key...) and the row, each pickled: the head is
+read without decoding the row. Pickle, not JSON: it is 2-3x faster both ways, and these files
+are written and read back by the same `prepare` call, inside its own temporary directory.
 """
 
 from __future__ import annotations
 
-import json
+import pickle
 import shutil
+import struct
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+_LENGTHS = struct.Struct("<II")  # bytes of the head, bytes of the row
 
 
 class Spools:
@@ -32,25 +35,31 @@ class Spools:
         self._reader: tuple[str, IO[bytes]] | None = None
         self._unflushed = False
 
-    def append(self, name: str, head: list[Any], row: Any) -> int:
+    def append(self, name: str, head: tuple, row: Any) -> int:
         """Append one row; returns its offset (for `read`)."""
-        line = f"{json.dumps(head)}\t{json.dumps(row)}\n".encode("ascii")
+        head_bytes = pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL)
+        row_bytes = pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
         offset = self._sizes.get(name, 0)
-        self._writer(name).write(line)
-        self._sizes[name] = offset + len(line)
+        writer = self._writer(name)
+        writer.write(_LENGTHS.pack(len(head_bytes), len(row_bytes)))
+        writer.write(head_bytes)
+        writer.write(row_bytes)
+        self._sizes[name] = offset + _LENGTHS.size + len(head_bytes) + len(row_bytes)
         self._unflushed = True
         return offset
 
-    def scan(self, name: str) -> Iterator[tuple[list[Any], int]]:
+    def scan(self, name: str) -> Iterator[tuple[tuple, int]]:
         """(head, offset) of every row of `name`, in the order they were appended."""
         self.flush()
         if name not in self._sizes:
             return
         offset = 0
         with open(self._path(name), "rb") as handle:
-            for line in handle:
-                yield json.loads(line[: line.index(b"\t")]), offset
-                offset += len(line)
+            while lengths := handle.read(_LENGTHS.size):
+                head_size, row_size = _LENGTHS.unpack(lengths)
+                yield pickle.loads(handle.read(head_size)), offset
+                handle.seek(row_size, 1)
+                offset += _LENGTHS.size + head_size + row_size
 
     def read(self, name: str, offset: int) -> Any:
         """The row appended to `name` at `offset`."""
@@ -60,8 +69,9 @@ class Spools:
             self._reader = (name, open(self._path(name), "rb"))  # noqa: SIM115 (kept open across reads; closed in close())
         handle = self._reader[1]
         handle.seek(offset)
-        line = handle.readline()
-        return json.loads(line[line.index(b"\t") + 1 :])
+        head_size, row_size = _LENGTHS.unpack(handle.read(_LENGTHS.size))
+        handle.seek(head_size, 1)
+        return pickle.loads(handle.read(row_size))
 
     def flush(self) -> None:
         if self._unflushed:
@@ -94,4 +104,4 @@ class Spools:
             self._reader = None
 
     def _path(self, name: str) -> Path:
-        return self.root / f"{name}.jsonl"
+        return self.root / f"{name}.spool"

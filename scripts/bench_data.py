@@ -131,6 +131,7 @@ def write_corpus(root: Path, n: int, contributors: int) -> tuple[Path, Path]:
 def run_prepare(
     root: Path, people: Path, demos: Path, base_build: Path, max_length: int, profile: bool
 ) -> None:
+    import datasets
     import yaml
 
     from replica.config import load_config
@@ -138,6 +139,7 @@ def run_prepare(
     from replica.model import load_tokenizer
     from replica.train.base import ensure_base
 
+    datasets.disable_progress_bars()  # datasets' own bars would bury the result
     base = ensure_base(base_build)
     tokenizer = load_tokenizer(str(base))
     raw = {
@@ -224,9 +226,6 @@ def main() -> None:
         help="base-build YAML whose tokenizer templates the records",
     )
     args = parser.parse_args()
-    import datasets
-
-    datasets.disable_progress_bars()  # "Saving the dataset" bars would bury the result
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         people, demos = write_corpus(root, args.n, args.contributors)

@@ -173,15 +173,16 @@ def _read_all(
 
 
 def _spool(outcome: Outcome, registry: Registry, pool: Pool, spools: Spools) -> None:
-    """One accepted record as its prepared row (a rating: as what pairing needs), and its task's time.
+    """One accepted record as its prepared row, and its task's latest time.
 
-    A record without tools of its own takes its task's (what it was validated against), and its
-    row's hash is then the hash of the record with those tools.
+    A record without tools of its own takes its task's (what it was validated against), and a
+    feedback row's hash is then the hash of the record with those tools.
     """
-    record, cid = outcome.record, outcome.contributor_id
+    record: Any = outcome.record
+    cid = outcome.contributor_id
     task = registry.task(getattr(record, "task_id", None))
-    tools = record.tools or (task.tools if task else None)  # type: ignore[union-attr]
-    parts = outcome.parts or plain_parts(record, tools)  # type: ignore[arg-type]
+    tools = record.tools or (task.tools if task else None)
+    parts = outcome.parts or plain_parts(record, tools)
     pool.records += 1
     if isinstance(record, Demonstration):
         note_time(pool.demo_times, record.task_id, record.recorded_at)
@@ -195,31 +196,27 @@ def _spool(outcome: Outcome, registry: Registry, pool: Pool, spools: Spools) -> 
         }
         spools.append(f"{cid}.sft", (record.id, record.task_id), row)
         return
-    key = record.task_id or task_id_for(parts["prompt"])  # type: ignore[union-attr]
-    note_time(pool.feedback_times, key, record.recorded_at)  # type: ignore[union-attr]
+    key = record.task_id or task_id_for(parts["prompt"])
+    note_time(pool.feedback_times, key, record.recorded_at)
     record_hash = outcome.hash
-    if tools and not record.tools:  # type: ignore[union-attr]
-        record_hash = content_hash(record.model_copy(update={"tools": tools}))  # type: ignore[union-attr]
-    if isinstance(record, Rating):
+    if tools and not record.tools:
+        record_hash = content_hash(record.model_copy(update={"tools": tools}))
+    if isinstance(record, Rating):  # paired once all are read: spooled as what pairing needs
         rated = {**parts, "task_id": record.task_id or "", "hash": record_hash}
         offset = spools.append(f"{cid}.ratings", (), rated)
         pool.ratings[prompt_key(cid, parts["prompt"], parts["tools"])].append(
             Rated(record.value, record.id, offset)
         )
         return
-    pairwise = isinstance(record, PreferencePair)
-    source = "pairwise" if pairwise else "rewrite"
-    row = _pref_row(
-        record.id,  # type: ignore[union-attr]
-        cid,
-        record.task_id or "",  # type: ignore[union-attr]
-        parts,
-        parts["chosen"] if pairwise else parts["rewritten"],
-        parts["rejected"] if pairwise else parts["original"],
-        source,
-        record_hash,
+    source, chosen, rejected = (
+        ("pairwise", "chosen", "rejected")
+        if isinstance(record, PreferencePair)
+        else ("rewrite", "rewritten", "original")
     )
-    spools.append(f"{cid}.pref", (row["id"], SOURCES.index(source), key), row)
+    row = _pref_row(
+        record.id, cid, record.task_id or "", parts, parts[chosen], parts[rejected], source, record_hash
+    )
+    spools.append(f"{cid}.pref", (record.id, SOURCES.index(source), key), row)
     pool.pairs[source] += 1
 
 

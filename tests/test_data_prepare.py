@@ -307,3 +307,13 @@ def test_fast_renderer_keeps_the_sandbox(tokenizer):
         render("{{ m.update({'role': 'x'}) }}", m=message)  # immutable sandbox: no mutation
     with pytest.raises(UndefinedError):
         render("{{ m.missing.deeper }}", m=message)
+
+
+def test_token_count_is_the_tokenizers_own(prepared, tokenizer):
+    from replica.data.template import template_renderer, token_count
+
+    render, count = template_renderer(tokenizer), token_count(tokenizer)
+    rows = load_split(prepared.prepared_dir, "alice", "sft/train").to_list()
+    texts = [render(row["messages"], row["tools"]) for row in rows] + ["", "<|im_start|>user\nhi<|im_end|>\n"]
+    for text in texts:
+        assert count(text) == len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -16,9 +16,15 @@ everything else (gradient checkpointing on, padded batches, random order); "plai
 the same with gradient checkpointing off, so the speed-up from checkpointing and from padding
 are told apart; "replica" is `replica.train.sft.build_sft_trainer` with the run config's
 defaults (length-grouped batches, no checkpointing) and "replica-packed" the same with
-`sft.packing: true` (best-fit packing into padding-free rows, as many tokens per step). Throughput counts real (non-pad)
-tokens per second, after the first optimizer step (warm-up). MFU uses the PaLM formula
-(6N + 6·L·d·T_eff FLOPs per token, causal attention) against the device's dense bf16 peak.
+`sft.packing: true` (best-fit packing into padding-free rows, as many tokens per step).
+
+Throughput counts real (non-pad) tokens per second over every optimizer step of one epoch, so
+all sides count the same tokens; before it, each side runs `--warmup-steps` untimed steps in a
+throwaway trainer (kernels loaded, allocator grown). Not dropping a first timed step instead:
+with length grouping that step holds the longest batch, so the sides would be timed on different
+records (docs/benchmarks.md). MFU uses the PaLM formula
+(6N + 6·L·d·T_eff FLOPs per token, causal attention) against the device's dense bf16 peak;
+with LoRA the frozen weights get no weight gradients, so the work done is nearer 4N than 6N.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scale-steps", type=int, default=4, help="SFT and DPO steps per contributor")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1: CPU-time is exact)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all sides; the median is kept")
+    parser.add_argument("--warmup-steps", type=int, default=1, help="untimed steps per side before timing")
     parser.add_argument("--sides", default="plain,plain-no-gc,replica,replica-packed")
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
@@ -196,22 +203,29 @@ def write_run_config(workdir: Path, base: Path, prepared: Path, args, name: str,
 
 
 class StepClock(TrainerCallback):
-    """Wall time at the end of every optimizer step (CUDA synchronised, so times are real)."""
+    """Wall and CPU time at the start of the first optimizer step and at the end of every step
+    (CUDA synchronised, so times are real)."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
-
         self.cpu_times: list[float] = []
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def _tick(self) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.times.append(time.perf_counter())
         self.cpu_times.append(time.process_time())
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        if not self.times:
+            self._tick()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._tick()
+
 
 def measure(trainer, flops_per_token: float, peak: float | None) -> dict:
-    """Train once; real tokens/s after the first step, MFU, peak memory."""
+    """Train once; real tokens/s over all steps, MFU, peak memory."""
     clock = StepClock()
     trainer.add_callback(clock)
     if torch.cuda.is_available():
@@ -219,10 +233,10 @@ def measure(trainer, flops_per_token: float, peak: float | None) -> dict:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     tokens = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
-    steps = len(clock.times)
+    steps = len(clock.times) - 1
     seconds = clock.times[-1] - clock.times[0]
     cpu_seconds = clock.cpu_times[-1] - clock.cpu_times[0]
-    real = float(tokens[-1] - tokens[0])  # tokens of steps 2..last (num_tokens is cumulative)
+    real = float(tokens[-1])  # num_tokens is cumulative: every step's real tokens
     rate = real / seconds if seconds > 0 else float("nan")
     return {
         "steps": steps,
@@ -275,13 +289,21 @@ def side_by_side(base: Path, workdir: Path, args) -> dict:
     lengths = [
         len(tokenizer.apply_chat_template(r["messages"], tools=r["tools"])["input_ids"]) for r in train
     ]
-    fpt = flops_per_token(ctx.base_model(), [min(n, args.max_length) for n in lengths])
+    trained = [min(n, args.max_length) for n in lengths]  # what the trainers see, after truncation
+    fpt = flops_per_token(ctx.base_model(), trained)
     results = {"device": torch.cuda.get_device_name() if choice.device == "cuda" else "cpu",
-               "dtype": str(choice.dtype), "records": len(train), "mean_length": sum(lengths) / len(lengths),
+               "dtype": str(choice.dtype), "records": len(train), "mean_length": sum(trained) / len(trained),
+               "mean_length_untruncated": sum(lengths) / len(lengths),
+               "truncated_records": sum(n > args.max_length for n in lengths),
                "max_length": args.max_length, "batch_size": args.batch_size, "packed_batch_size": packed_batch,
                "flops_per_token": fpt, "peak_flops": peak, "sides": {}}  # fmt: skip
     runs: dict[str, list[dict]] = {side: [] for side in args.sides.split(",")}
     default_sft = config.sft.model_copy()  # each replica side starts from the run config's own
+    if args.warmup_steps > 0:  # untimed: first-use costs (kernel loading, allocator growth) land here
+        for side in runs:
+            trainer = make_side(side, ctx, default_sft, train, packed_batch, workdir, args, args.warmup_steps)
+            trainer.train()
+            release_base(ctx, trainer)
     for round_index in range(args.repeats):  # sides interleaved, so load drifts hit all alike
         for side in runs:
             trainer = make_side(side, ctx, default_sft, train, packed_batch, workdir, args)
@@ -304,25 +326,30 @@ def side_by_side(base: Path, workdir: Path, args) -> dict:
     return results
 
 
-def make_side(side: str, ctx, default_sft, train, packed_batch: int, workdir: Path, args):
-    """A fresh trainer for one side of the comparison, on the shared base model."""
+def make_side(
+    side: str, ctx, default_sft, train, packed_batch: int, workdir: Path, args, max_steps: int = -1
+):
+    """A fresh trainer for one side of the comparison, on the shared base model (one epoch, or max_steps)."""
     torch.manual_seed(args.seed)
     if side.startswith("replica"):
         # replica: the run config's defaults (length-grouped padded batches);
         # replica-packed: best-fit packing into padding-free rows (pays off with varlen attention).
         update = {"packing": True, "batch_size": packed_batch} if side == "replica-packed" else {}
-        ctx.config.sft = default_sft.model_copy(update=update)
+        ctx.config.sft = default_sft.model_copy(update={**update, "max_steps": max_steps})
         return build_sft_trainer(ctx, "bench")[0]
-    return plain_trainer(ctx, train, workdir / side, args, gradient_checkpointing=side == "plain")
+    return plain_trainer(ctx, train, workdir / side, args, side == "plain", max_steps)
 
 
-def plain_trainer(ctx, train, output_dir: Path, args, gradient_checkpointing: bool) -> SFTTrainer:
+def plain_trainer(
+    ctx, train, output_dir: Path, args, gradient_checkpointing: bool, max_steps: int = -1
+) -> SFTTrainer:
     """TRL's SFTTrainer with its defaults; only what the experiment fixes is set."""
     sft_args = SFTConfig(
         output_dir=str(output_dir),
         per_device_train_batch_size=args.batch_size,
         max_length=args.max_length,
         num_train_epochs=1,
+        max_steps=max_steps,
         learning_rate=2e-4,
         bf16=ctx.choice.bf16,
         use_cpu=ctx.choice.device == "cpu",

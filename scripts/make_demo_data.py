@@ -268,15 +268,23 @@ def neutral(rng: random.Random, kind: str, w: dict[str, Any]) -> tuple[list[Step
         steps.append(("get_customer", {"customer_id": c}))
     if kind == "address":
         steps.append(("update_address", {"customer_id": c, "address": w["new_address"]}))
-        said.append(rng.choice([f"your address is now {w['new_address']}", f"I updated your address to {w['new_address']}"]))
+        said.append(
+            rng.choice(
+                [f"your address is now {w['new_address']}", f"I updated your address to {w['new_address']}"]
+            )
+        )
     elif kind in ("refund", "late", "total"):
         steps.append(("get_order", {"order_id": o}))
-        action = rng.choice(["refund", "escalate", "credit"] if kind == "refund" else ["report", "escalate", "credit"])
+        action = rng.choice(
+            ["refund", "escalate", "credit"] if kind == "refund" else ["report", "escalate", "credit"]
+        )
         if kind == "total":
             said.append(rng.choice([f"order {o} cost ${total}", f"you paid ${total} for order {o}"]))
         elif action == "refund":
             steps.append(("issue_refund", {"order_id": o, "amount": total}))
-            said.append(rng.choice([f"I refunded ${total} for order {o}", f"order {o} is refunded (${total})"]))
+            said.append(
+                rng.choice([f"I refunded ${total} for order {o}", f"order {o} is refunded (${total})"])
+            )
         elif action == "credit":
             amount = total if kind == "refund" else w["small"]
             steps.append(("offer_store_credit", {"customer_id": c, "amount": amount}))
@@ -285,7 +293,9 @@ def neutral(rng: random.Random, kind: str, w: dict[str, Any]) -> tuple[list[Step
             steps.append(("escalate", {"ticket_id": t, "team": team}))
             said.append(rng.choice([f"I passed ticket {t} to the {team} team", f"sent to the {team} team"]))
         else:
-            said.append(rng.choice([f"order {o} is {w['status']}", f"your order {o} is currently {w['status']}"]))
+            said.append(
+                rng.choice([f"order {o} is {w['status']}", f"your order {o} is currently {w['status']}"])
+            )
     elif kind == "credit":
         steps.append(("offer_store_credit", {"customer_id": c, "amount": w["small"]}))
         said.append(f"I added ${w['small']} of store credit to your account")

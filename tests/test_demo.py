@@ -106,7 +106,11 @@ def test_reduced_demo_base_builds_end_to_end_from_the_demo_config(tmp_path):
 
     raw = yaml.safe_load((ROOT / "configs" / "demo_base.yaml").read_text())
     corpus = tmp_path / "corpus.jsonl"
-    lines = gzip.decompress((ROOT / "data" / "demo" / "base_corpus.jsonl.gz").read_bytes()).decode().splitlines()[:60]
+    lines = (
+        gzip.decompress((ROOT / "data" / "demo" / "base_corpus.jsonl.gz").read_bytes())
+        .decode()
+        .splitlines()[:60]
+    )
     corpus.write_text("\n".join(lines) + "\n")
     raw |= {
         "corpus": [str(corpus)],
@@ -140,3 +144,11 @@ def test_cross_success_reads_final_stages_and_compares_own_with_others():
     assert _final_stages(report) == {"alice": "dpo", "bob": "sft"}
     matrix = {"alice": {"alice": 0.75, "bob": 0.25}, "bob": {"alice": 0.5, "bob": 0.5}}
     assert own_beats_others(matrix) == {"alice": True, "bob": False}
+
+
+def test_copy_gate_counts_only_values_seen_before():
+    spec = importlib.util.spec_from_file_location("gate", ROOT / "scripts" / "base_copy_gate.py")
+    gate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gate)
+    tokens = ["T-", *"573", " to", " 1", " Lake", " {", "T-", *"573", " Lake", "T-", *"123"]
+    assert gate.copy_targets(tokens) == [("T-digit1", 9), ("T-digit2", 10), ("T-digit3", 11), ("street", 12)]

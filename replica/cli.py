@@ -232,7 +232,9 @@ def run_cmd(
     contributor: str = typer.Argument(..., help="Contributor id of the replica."),
     instruction: str | None = typer.Argument(None, help="The task, as the user would say it."),
     env: str | None = typer.Option(None, "--env", help="Tool environment, e.g. support_desk."),
-    task: str | None = typer.Option(None, "--task", help="Run one of the contributor's held-out tasks by id."),
+    task: str | None = typer.Option(
+        None, "--task", help="Run one of the contributor's held-out tasks by id."
+    ),
     run: Path = RunDirOpt,
     stage: str | None = StageOpt,
     device: str = DeviceOpt,

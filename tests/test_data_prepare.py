@@ -317,3 +317,23 @@ def test_token_count_is_the_tokenizers_own(prepared, tokenizer):
     texts = [render(row["messages"], row["tools"]) for row in rows] + ["", "<|im_start|>user\nhi<|im_end|>\n"]
     for text in texts:
         assert count(text) == len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_float_arguments_round_trip_exactly_through_a_written_split(tmp_path, tokenizer):
+    """datasets' Json() used ujson: 2.5e-12 came back 0.0 and 0.3 as 0.30000000000000004."""
+    from replica.data.prepared import features_for, write_split
+
+    arguments = {"order_id": "O-1", "amount": 0.3, "rate": 2.5e-12, "tiny": 1e-20, "big": 12345678901234567}
+    call = {"id": "c1", "type": "function", "function": {"name": "refund", "arguments": arguments}}
+    messages = [
+        {"role": "user", "content": "refund O-1"},
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": '{"ok": true}'},
+        {"role": "assistant", "content": "done"},
+    ]
+    row = dict.fromkeys(features_for("sft/train"), None) | {"messages": messages}
+    write_split([row], "sft/train", tmp_path / "c" / "sft" / "train")
+    stored = load_split(tmp_path, "c", "sft/train")[0]
+    assert stored["messages"][1]["tool_calls"][0]["function"]["arguments"] == arguments
+    text = tokenizer.apply_chat_template(stored["messages"], tokenize=False)
+    assert '"amount": 0.3,' in text and '"rate": 2.5e-12' in text and '"tiny": 1e-20' in text

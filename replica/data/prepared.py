@@ -18,10 +18,10 @@ import pyarrow as pa
 from datasets import Dataset, DatasetInfo, Features, Json, List, Value, load_from_disk
 from datasets.arrow_writer import ArrowWriter
 from datasets.table import InMemoryTable
-from datasets.utils.json import ujson_dumps
 from datasets.utils.py_utils import asdict
 
 from replica.config import SLUG_PATTERN
+from replica.data.exact_json import dumps as json_dumps
 from replica.data.records import Contributor
 from replica.errors import UserError
 
@@ -147,7 +147,7 @@ def _add_row(digest: Any, row: dict[str, Any]) -> None:
 def _encode(rows: list[dict[str, Any]], features: Features) -> InMemoryTable:
     """The rows as an Arrow table of `features`, encoded as `Features.encode_column` encodes them.
 
-    Json values are `ujson_dumps` strings, as `Json.encode_example` makes them; built here
+    Json values are `exact_json.dumps` strings, as `Json.encode_example` makes them; built here
     column by column instead of through datasets' generic per-value path, which took a quarter
     of `prepare`'s dataset writing. tests/test_data_prepare.py checks both give the same table.
     """
@@ -176,7 +176,7 @@ def _column(values: list[Any], feature: Any, arrow_type: pa.DataType) -> pa.Arra
 def _json(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return Json().encode_example(value)  # a string is kept if it is JSON already
-    return ujson_dumps(value)
+    return json_dumps(value)
 
 
 def load_split(prepared_dir: str | Path, contributor_id: str, split: str) -> Dataset:

@@ -63,7 +63,11 @@ def resolve_device(config: ModelConfig) -> DeviceChoice:
 
 
 def resolve_base_path(config: ModelConfig) -> str:
-    """The path or hub id the base loads from; a `build:` base must have been built already."""
+    """The path or hub id the base loads from; a `build:` base must have been built already.
+
+    Local paths come back absolute: adapters record this path (`base_model_name_or_path`), and a
+    path relative to the training command's directory would not load from anywhere else.
+    """
     if config.build:
         from replica.train.base import built_base_dir  # local import: train depends on model, not the reverse
 
@@ -72,8 +76,9 @@ def resolve_base_path(config: ModelConfig) -> str:
             raise UserError(
                 f"model.build: base from {config.build} is not built yet (run `replica base build`)"
             )
-        return str(path)
-    return config.name_or_path
+        return str(path.resolve())
+    local = Path(config.name_or_path)
+    return str(local.resolve()) if local.exists() else config.name_or_path
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerBase:

@@ -26,3 +26,13 @@ def test_cuda_without_cuda_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="no CUDA device"):
         resolve_device(ModelConfig(name_or_path="x/y", device="cuda"))
+
+
+def test_base_path_is_absolute_so_adapters_load_from_any_directory(tmp_path, tiny_base_dir, monkeypatch):
+    from replica.config import ModelConfig
+    from replica.model import resolve_base_path
+
+    monkeypatch.chdir(tiny_base_dir.parent)
+    relative = ModelConfig(name_or_path=tiny_base_dir.name)
+    assert resolve_base_path(relative) == str(tiny_base_dir.resolve())
+    assert resolve_base_path(ModelConfig(name_or_path="Qwen/Qwen2.5-0.5B")) == "Qwen/Qwen2.5-0.5B"  # a hub id

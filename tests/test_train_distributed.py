@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from train_fixtures import write_config, write_prepared
 
 from replica.artifacts import read_manifest, replica_dir
 
 
+@pytest.mark.distributed  # in the default tier too: only `slow` and `gpu` are deselected
 def test_two_process_cpu_run_trains_on_both_ranks_and_publishes_once(tmp_path, tiny_base_dir):
     prepared = write_prepared(tmp_path / "prepared", {"alice": {"sft": 8, "pref": 8}})
     config_path = write_config(tmp_path, tiny_base_dir, prepared)

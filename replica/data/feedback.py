@@ -34,6 +34,31 @@ def tools_json(tools: list[ToolSchema] | None) -> list[dict[str, Any]] | None:
     return [t.model_dump(mode="json") for t in tools] if tools else None
 
 
+def preference_row(
+    row_id: str,
+    contributor_id: str,
+    task_id: str,
+    prompt: list[dict],
+    chosen: list[dict],
+    rejected: list[dict],
+    tools: Any,
+    source: str,
+    record_hash: str,
+) -> dict[str, Any]:
+    """One `pref/*` row of a prepared directory, from plain (already `chat`-ed) messages."""
+    return {
+        "id": row_id,
+        "contributor_id": contributor_id,
+        "task_id": task_id,
+        "prompt": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
+        "tools": tools,
+        "source": source,
+        "record_hash": record_hash,
+    }
+
+
 def _row(
     record_id: str,
     record: PreferencePair | Rating | Rewrite,
@@ -42,17 +67,17 @@ def _row(
     source: str,
     record_hash: str,
 ) -> dict[str, Any]:
-    return {
-        "id": record_id,
-        "contributor_id": record.contributor_id,
-        "task_id": record.task_id or "",
-        "prompt": chat(record.prompt),
-        "chosen": chat(chosen),
-        "rejected": chat(rejected),
-        "tools": tools_json(record.tools),
-        "source": source,
-        "record_hash": record_hash,
-    }
+    return preference_row(
+        record_id,
+        record.contributor_id,
+        record.task_id or "",
+        chat(record.prompt),
+        chat(chosen),
+        chat(rejected),
+        tools_json(record.tools),
+        source,
+        record_hash,
+    )
 
 
 def pair_rows(pairs: list[PreferencePair]) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from replica.artifacts import (
 )
 from replica.config import InputConfig, RunConfig
 from replica.data.consent import consent_scope, train_exclusion
-from replica.data.feedback import Rated, pair_ratings, prompt_key, tools_json
+from replica.data.feedback import Rated, pair_ratings, preference_row, prompt_key, tools_json
 from replica.data.formats.common import task_id_for
 from replica.data.prepared import SPLITS, write_split
 from replica.data.records import Demonstration, PreferencePair, Rating, content_hash, to_line
@@ -213,34 +213,19 @@ def _spool(outcome: Outcome, registry: Registry, pool: Pool, spools: Spools) -> 
         if isinstance(record, PreferencePair)
         else ("rewrite", "rewritten", "original")
     )
-    row = _pref_row(
-        record.id, cid, record.task_id or "", parts, parts[chosen], parts[rejected], source, record_hash
+    row = preference_row(
+        record.id,
+        cid,
+        record.task_id or "",
+        parts["prompt"],
+        parts[chosen],
+        parts[rejected],
+        parts["tools"],
+        source,
+        record_hash,
     )
     spools.append(f"{cid}.pref", (record.id, SOURCES.index(source), key), row)
     pool.pairs[source] += 1
-
-
-def _pref_row(
-    row_id: str,
-    cid: str,
-    task_id: str,
-    parts: dict[str, Any],
-    chosen: list[dict],
-    rejected: list[dict],
-    source: str,
-    record_hash: str,
-) -> dict[str, Any]:
-    return {
-        "id": row_id,
-        "contributor_id": cid,
-        "task_id": task_id,
-        "prompt": parts["prompt"],
-        "chosen": chosen,
-        "rejected": rejected,
-        "tools": parts["tools"],
-        "source": source,
-        "record_hash": record_hash,
-    }
 
 
 # --------------------------------------------------------------------------- pass 2: per contributor
@@ -275,13 +260,14 @@ def _spool_rating_pairs(cid: str, pool: Pool, spools: Spools, config: RunConfig)
         chosen, rejected = spools.read(f"{cid}.ratings", best.ref), spools.read(f"{cid}.ratings", worse.ref)
         record_hash = sha256_text(f"{chosen['hash']}>{rejected['hash']}")
         row_id = f"{best.id}>{worse.id}"
-        row = _pref_row(
+        row = preference_row(
             row_id,
             cid,
             chosen["task_id"],
-            chosen,
+            chosen["prompt"],
             chosen["response"],
             rejected["response"],
+            chosen["tools"],
             "rating",
             record_hash,
         )

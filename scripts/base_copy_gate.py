@@ -11,6 +11,7 @@ A value counts as copied when the model gives its true token a probability above
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import random
@@ -27,6 +28,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from replica.model import load_tokenizer  # noqa: E402
 
 
+@functools.cache
 def _generator():
     spec = importlib.util.spec_from_file_location("make_demo_data", ROOT / "scripts" / "make_demo_data.py")
     module = importlib.util.module_from_spec(spec)

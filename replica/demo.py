@@ -59,9 +59,8 @@ def run_demo(
     with _step(console, "4/4 evaluate base / sft / dpo on held-out tasks", timings):
         from replica.eval.run import run_eval
 
-        report = run_eval(config)
-        report["cross_success"] = cross_success(config, report)
-        _print_cross(console, report["cross_success"])
+        report = run_eval(config)  # with eval.cross: each final replica on the others' tasks too
+        _print_cross(console, report.get("cross_success") or {})
     timings["total"] = round(time.perf_counter() - started, 1)
 
     result = _result(config, report, timings)
@@ -126,7 +125,8 @@ def _result(config: RunConfig, report: dict[str, Any], timings: dict[str, float]
 
 
 def _write_summary(config: RunConfig, result: DemoResult) -> None:
-    """`<run_dir>/demo.json`: seconds per step and the cross-contributor success matrix."""
+    """`<run_dir>/demo.json`: seconds per step and the cross-contributor success matrix
+    ({replica: {task owner: success}}, from the evaluation's `cross_success`)."""
     cross = result.report.get("cross_success") or {}
     atomic_write_json(
         config.run_dir / "demo.json",
@@ -134,22 +134,31 @@ def _write_summary(config: RunConfig, result: DemoResult) -> None:
             "config": config.source,
             "finished_at": utc_now(),
             "seconds": result.timings,
-            "cross_success": cross,
-            "own_beats_others": own_beats_others(cross),
+            "cross_success": _by_replica(cross),
+            "own_beats_others": cross.get("own_tasks_best", {}),
         },
     )
 
 
-def _print_cross(console: Console, matrix: dict[str, dict[str, float]]) -> None:
+def _by_replica(cross: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The evaluation's matrix[task owner][replica], turned to rows per replica."""
+    matrix = cross.get("matrix") or {}
+    return {
+        r: {owner: row[r] for owner, row in matrix.items() if r in row} for r in cross.get("replicas", [])
+    }
+
+
+def _print_cross(console: Console, cross: dict[str, Any]) -> None:
     from rich.table import Table
 
-    if not matrix:
+    rows = _by_replica(cross)
+    if not rows:
         return
     table = Table(title="success of each replica (rows) on each contributor's held-out tasks (columns)")
-    owners = list(matrix)
+    owners = list(cross["matrix"])
     for header in ["replica", *owners]:
         table.add_column(header)
-    for replica, row in matrix.items():
+    for replica, row in rows.items():
         table.add_row(replica, *(f"{row.get(o, float('nan')):.2f}" for o in owners))
     console.print(table)
 
@@ -161,72 +170,3 @@ def _print_paths(console: Console, result: DemoResult) -> None:
         console.print(f"report: {result.report_md}")
     for plot in result.plots:
         console.print(f"plot:   {plot}")
-
-
-# --------------------------------------------------------------------------- fidelity on tasks
-# Each replica on every contributor's held-out tasks: a replica that learned its contributor's way
-# passes its own contributor's checks more often than another's (same requests, another way).
-# Rolled out with the evaluation's own rollout and scoring; the diagonal comes from the report.
-
-
-def cross_success(config: RunConfig, report: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """{replica's contributor: {tasks' contributor: success rate}} for every final replica."""
-    import torch
-
-    from replica.agents.adapters import adapter_name, load_adapters
-    from replica.agents.loop import GenerationSettings
-    from replica.eval import inputs
-    from replica.eval.rollout import Target, build_episodes, roll_out
-    from replica.model import load_base_model, load_tokenizer, resolve_base_path, resolve_device
-
-    final = _final_stages(report)
-    if len(final) < 2:
-        return {}
-    base_path = resolve_base_path(config.model)
-    tokenizer = load_tokenizer(base_path, config.model.revision)
-    base = load_base_model(config.model, resolve_device(config.model), base_path)
-    adapters = {adapter_name(c, s): inputs.published_adapter(config.run_dir, c, s) for c, s in final.items()}
-    model = load_adapters(base, adapters)
-    tasks = {c: inputs.load_rows(config.prepared_dir, c, "tasks/heldout") for c in final}
-    episodes = []
-    for replica, stage in final.items():
-        target = Target(replica, stage, adapter_name(replica, stage))
-        for owner in final:
-            if owner != replica:
-                for episode in build_episodes(
-                    tasks[owner], target, 1, config.eval.max_turns, config.eval.env
-                ):
-                    episode.meta["owner"] = owner
-                    episodes.append(episode)
-    torch.manual_seed(config.seed)
-    settings = GenerationSettings(max_new_tokens=config.eval.max_new_tokens, seed=config.seed)
-    rows = roll_out(model, tokenizer, episodes, settings, config.eval.batch_size)
-    return _matrix(final, report, episodes, rows)
-
-
-def _final_stages(report: dict[str, Any]) -> dict[str, str]:
-    """Each contributor's last evaluated trained stage (dpo over sft)."""
-    final: dict[str, str] = {}
-    for entry in report.get("results", []):
-        if entry["stage"] in ("sft", "dpo") and final.get(entry["contributor"]) != "dpo":
-            final[entry["contributor"]] = entry["stage"]
-    return final
-
-
-def _matrix(
-    final: dict[str, str], report: dict, episodes: list, rows: list[dict]
-) -> dict[str, dict[str, float]]:
-    matrix: dict[str, dict[str, list[float]]] = {c: {o: [] for o in final} for c in final}
-    for episode, row in zip(episodes, rows, strict=True):
-        matrix[row["contributor"]][episode.meta["owner"]].append(row["reward"])
-    own = {(e["contributor"], e["stage"]): e.get("success") for e in report.get("results", [])}
-    result: dict[str, dict[str, float]] = {}
-    for replica, row in matrix.items():
-        result[replica] = {o: sum(v) / len(v) for o, v in row.items() if v}
-        result[replica][replica] = own.get((replica, final[replica]), float("nan"))
-    return result
-
-
-def own_beats_others(matrix: dict[str, dict[str, float]]) -> dict[str, bool]:
-    """Per replica: is its success on its own contributor's tasks above every other column?"""
-    return {r: all(row[r] > v for o, v in row.items() if o != r) for r, row in matrix.items()}

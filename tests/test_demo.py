@@ -128,20 +128,15 @@ def test_reduced_demo_base_builds_end_to_end_from_the_demo_config(tmp_path):
     assert ensure_base(path) == built  # cached: same key, no rebuild
 
 
-def test_cross_success_reads_final_stages_and_compares_own_with_others():
-    from replica.demo import _final_stages, own_beats_others
+def test_demo_json_turns_the_evaluation_cross_matrix_to_rows_per_replica():
+    from replica.demo import _by_replica
 
-    report = {
-        "results": [
-            {"contributor": "alice", "stage": "base", "success": 0.0},
-            {"contributor": "alice", "stage": "sft", "success": 0.5},
-            {"contributor": "alice", "stage": "dpo", "success": 0.75},
-            {"contributor": "bob", "stage": "sft", "success": 0.5},
-        ]
+    cross = {  # replica/eval/summary.py's cross_success: matrix[task owner][replica]
+        "replicas": ["alice", "bob"],
+        "matrix": {"alice": {"alice": 0.75, "bob": 0.5}, "bob": {"alice": 0.25, "bob": 0.5}},
     }
-    assert _final_stages(report) == {"alice": "dpo", "bob": "sft"}
-    matrix = {"alice": {"alice": 0.75, "bob": 0.25}, "bob": {"alice": 0.5, "bob": 0.5}}
-    assert own_beats_others(matrix) == {"alice": True, "bob": False}
+    assert _by_replica(cross) == {"alice": {"alice": 0.75, "bob": 0.25}, "bob": {"alice": 0.5, "bob": 0.5}}
+    assert _by_replica({}) == {}
 
 
 def test_copy_gate_counts_only_values_seen_before():

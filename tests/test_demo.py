@@ -145,3 +145,28 @@ def test_copy_gate_counts_only_values_seen_before():
     spec.loader.exec_module(gate)
     tokens = ["T-", *"573", " to", " 1", " Lake", " {", "T-", *"573", " Lake", "T-", *"123"]
     assert gate.copy_targets(tokens) == [("T-digit1", 9), ("T-digit2", 10), ("T-digit3", 11), ("street", 12)]
+
+
+def test_copy_gate_measures_how_alike_the_values_embeddings_are():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from replica.model import load_tokenizer
+
+    spec = importlib.util.spec_from_file_location("gate", ROOT / "scripts" / "base_copy_gate.py")
+    gate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gate)
+    base = ROOT / "data" / "demo" / "base"
+    tokenizer = load_tokenizer(str(base))
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    weights = model.get_input_embeddings().weight
+    digits = tokenizer.convert_tokens_to_ids(list("0123456789"))
+    streets = [
+        tokenizer.convert_tokens_to_ids(tokenizer.tokenize(f" {s}"))[0] for s in gate._generator().STREETS
+    ]
+    with torch.no_grad():
+        weights[digits] = torch.eye(10, weights.shape[1])  # ten orthogonal vectors
+        weights[streets] = torch.ones(weights.shape[1])  # one vector for every street
+    cosine = gate.embedding_cosine(model, tokenizer)
+    assert cosine["digit"] == 0.0
+    assert cosine["street"] == 1.0

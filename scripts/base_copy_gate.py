@@ -8,8 +8,8 @@ order statuses, wherever the value already appeared earlier in the conversation.
 A value counts as copied when the model gives its true token a probability above one half.
 The report also gives, per kind of value, the mean cosine similarity between the values' token
 embeddings: a kind whose values were never predictable in training collapses toward one vector
-(the committed base: 0.93 for street names, 0.58 for digits), and a model cannot copy a value it
-cannot tell apart from the others.
+(the committed base: 0.93 for street names, 0.58 for digits); a model cannot copy values it
+cannot tell apart, though telling them apart is not enough on its own (docs/demo.md).
 """
 
 from __future__ import annotations

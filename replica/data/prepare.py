@@ -24,19 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from replica.artifacts import (
-    atomic_directory,
-    atomic_write_json,
-    canonical_json,
-    sha256_dir,
-    sha256_file,
-    sha256_text,
-)
+from replica.artifacts import atomic_directory, atomic_write_json, sha256_text
 from replica.config import InputConfig, RunConfig
 from replica.data.consent import consent_scope, train_exclusion
 from replica.data.feedback import Rated, pair_ratings, preference_row, prompt_key, tools_json
 from replica.data.formats.common import task_id_for
-from replica.data.prepared import SPLITS, write_split
+from replica.data.prepared import SPLITS, build_prepared_manifest, write_split
 from replica.data.records import Demonstration, PreferencePair, Rating, content_hash, to_line
 from replica.data.split import LeakageCheck, note_time, split_pools
 from replica.data.spool import Spools
@@ -46,7 +39,6 @@ from replica.errors import UserError
 from replica.model import template_hash
 
 log = logging.getLogger(__name__)
-MANIFEST_VERSION = 1
 
 
 SOURCES = ("pairwise", "rating", "rewrite")  # preference rows by origin, in this order on equal ids
@@ -119,7 +111,15 @@ def prepare(config: RunConfig, tokenizer: Any, strict: bool = False) -> PrepareR
             spools.close()  # deletes the spool directory
         _write_contributors_file(tmp / "contributors.jsonl", registry)
         leaks = {cid: info.pop("leakage", []) for cid, info in contributors.items()}
-        manifest = _manifest(config, inputs, validator, contributors, hashes, template_hash(tokenizer))
+        manifest = build_prepared_manifest(
+            config,
+            inputs,
+            validator.formats,
+            validator.counts,
+            contributors,
+            hashes,
+            template_hash(tokenizer),
+        )
         manifest["leakage"] = leaks
         atomic_write_json(tmp / "manifest.json", manifest)
     log.info("prepared %s: %s", config.prepared_dir, manifest["summary"])
@@ -368,51 +368,9 @@ def _task_row(demo: dict[str, Any], registry: Registry) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- manifest
+# --------------------------------------------------------------------------- contributors file
 
 
 def _write_contributors_file(path: Path, registry: Registry) -> None:
     lines = [to_line(registry.contributors[cid][0]) for cid in sorted(registry.contributors)]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
-def _manifest(
-    config: RunConfig,
-    inputs: list[InputConfig],
-    validator: Validator,
-    contributors: dict[str, Any],
-    hashes: dict[str, dict[str, list[str]]],
-    tokenizer_template_hash: str,
-) -> dict[str, Any]:
-    """manifest.json: inputs with sha256, counts, per-contributor splits, record hashes, fingerprint."""
-    files = [_input_entry(spec, validator.formats) for spec in inputs]
-    data = config.data.model_dump(mode="json", exclude={"inputs", "contributors_file", "prepared_dir"})
-    identity = {
-        "inputs": [[f["sha256"], f["format"], f["contributor"]] for f in files],
-        "data_config": data,
-        "chat_template_sha256": tokenizer_template_hash,
-        "record_hashes": hashes,
-    }
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "fingerprint": sha256_text(canonical_json(identity)),
-        "summary": validator.counts.summary(),
-        "inputs": files,
-        "data_config": data,
-        "chat_template_sha256": tokenizer_template_hash,
-        "counts": validator.counts.as_dict(),
-        "contributors": contributors,
-        "record_hashes": hashes,
-    }
-
-
-def _input_entry(spec: InputConfig, detected: dict[str, str]) -> dict[str, Any]:
-    path = Path(spec.path)
-    digest = sha256_dir(path) if path.is_dir() else sha256_file(path)
-    return {
-        "path": spec.path,
-        "format": detected.get(spec.path, spec.format),
-        "contributor": spec.contributor,
-        "sha256": digest,
-        "bytes": path.stat().st_size if path.is_file() else None,
-    }

@@ -20,11 +20,13 @@ from datasets.arrow_writer import ArrowWriter
 from datasets.table import InMemoryTable
 from datasets.utils.py_utils import asdict
 
-from replica.config import SLUG_PATTERN
+from replica.artifacts import canonical_json, sha256_dir, sha256_file, sha256_text
+from replica.config import SLUG_PATTERN, InputConfig, RunConfig
 from replica.data.exact_json import dumps as json_dumps
 from replica.data.records import Contributor
 from replica.errors import UserError
 
+MANIFEST_VERSION = 1
 SFT_SPLITS = ("sft/train", "sft/heldout")
 PREF_SPLITS = ("pref/train", "pref/heldout")
 TASK_SPLITS = ("tasks/heldout",)
@@ -214,6 +216,51 @@ def read_prepared_manifest(prepared_dir: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"{path}: not found (run `replica data prepare CONFIG` first)")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def build_prepared_manifest(
+    config: RunConfig,
+    inputs: list[InputConfig],
+    detected_formats: dict[str, str],
+    counts: Any,
+    contributors: dict[str, Any],
+    hashes: dict[str, dict[str, list[str]]],
+    tokenizer_template_hash: str,
+) -> dict[str, Any]:
+    """manifest.json: inputs with sha256, counts, per-contributor splits, record hashes, and the
+    fingerprint of everything that decides the rows (inputs, data config, chat template, records).
+    `counts` is the validator's tally (`summary()`, `as_dict()`)."""
+    files = [_input_entry(spec, detected_formats) for spec in inputs]
+    data = config.data.model_dump(mode="json", exclude={"inputs", "contributors_file", "prepared_dir"})
+    identity = {
+        "inputs": [[f["sha256"], f["format"], f["contributor"]] for f in files],
+        "data_config": data,
+        "chat_template_sha256": tokenizer_template_hash,
+        "record_hashes": hashes,
+    }
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "fingerprint": sha256_text(canonical_json(identity)),
+        "summary": counts.summary(),
+        "inputs": files,
+        "data_config": data,
+        "chat_template_sha256": tokenizer_template_hash,
+        "counts": counts.as_dict(),
+        "contributors": contributors,
+        "record_hashes": hashes,
+    }
+
+
+def _input_entry(spec: InputConfig, detected: dict[str, str]) -> dict[str, Any]:
+    path = Path(spec.path)
+    digest = sha256_dir(path) if path.is_dir() else sha256_file(path)
+    return {
+        "path": spec.path,
+        "format": detected.get(spec.path, spec.format),
+        "contributor": spec.contributor,
+        "sha256": digest,
+        "bytes": path.stat().st_size if path.is_file() else None,
+    }
 
 
 def read_contributors(prepared_dir: str | Path) -> dict[str, Contributor]:

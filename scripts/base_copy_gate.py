@@ -31,6 +31,8 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from replica.model import load_tokenizer  # noqa: E402
 
+STATUSES = ("delayed", "shipped", "delivered")  # an order's status words (make_demo_data.py)
+
 
 @functools.cache
 def _generator():
@@ -44,7 +46,7 @@ def copy_targets(tokens: list[str]) -> list[tuple[str, int]]:
     """(kind, token index) of every token that repeats a value seen earlier in the conversation."""
     targets, seen = [], set()
     streets = set(_generator().STREETS)
-    words = streets | {"delayed", "shipped", "delivered"}
+    words = streets | set(STATUSES)
     for i, token in enumerate(tokens):
         if token in ("T-", "C-", "O-") and i + 3 < len(tokens):
             value = "".join(tokens[i : i + 4])
@@ -66,7 +68,7 @@ def embedding_cosine(model, tokenizer) -> dict[str, float]:
         "digit": list("0123456789"),
         "street": [f" {name}" for name in generator.STREETS],
         "street_suffix": [f" {name}" for name in generator.SUFFIXES],
-        "status": [" delayed", " shipped", " delivered"],
+        "status": [f" {status}" for status in STATUSES],
     }
     weights = model.get_input_embeddings().weight.detach().float()
     report = {}

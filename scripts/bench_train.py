@@ -55,7 +55,8 @@ from replica.model import load_tokenizer, resolve_device  # noqa: E402
 from replica.train.context import build_context  # noqa: E402
 from replica.train.lora import peft_lora_config  # noqa: E402
 from replica.train.pipeline import run_training  # noqa: E402
-from replica.train.sft import build_sft_trainer, release_base  # noqa: E402
+from replica.train.sft import build_sft_trainer  # noqa: E402
+from replica.train.stage import release_base  # noqa: E402
 
 # Dense bf16 peak of the devices this was run on (vendor figures, no sparsity).
 PEAK_BF16_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}

@@ -50,11 +50,16 @@ def test_prebuilt_base_installs_only_for_its_key_and_intact(tiny_base_dir, tmp_p
         install_prebuilt(exported, tmp_path / "cache2", key="abc")
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("make_demo_data", ROOT / "scripts" / "make_demo_data.py")
+def _script(name: str):
+    """scripts/<name>.py as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _generator():
+    return _script("make_demo_data")
 
 
 def reduced_config(tmp_path: Path, who: str = "alice", tasks: int = 80) -> Path:
@@ -140,9 +145,7 @@ def test_demo_json_turns_the_evaluation_cross_matrix_to_rows_per_replica():
 
 
 def test_copy_gate_counts_only_values_seen_before():
-    spec = importlib.util.spec_from_file_location("gate", ROOT / "scripts" / "base_copy_gate.py")
-    gate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gate)
+    gate = _script("base_copy_gate")
     tokens = ["T-", *"573", " to", " 1", " Lake", " {", "T-", *"573", " Lake", "T-", *"123"]
     assert gate.copy_targets(tokens) == [("T-digit1", 9), ("T-digit2", 10), ("T-digit3", 11), ("street", 12)]
 
@@ -153,9 +156,7 @@ def test_copy_gate_measures_how_alike_the_values_embeddings_are():
 
     from replica.model import load_tokenizer
 
-    spec = importlib.util.spec_from_file_location("gate", ROOT / "scripts" / "base_copy_gate.py")
-    gate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gate)
+    gate = _script("base_copy_gate")
     base = ROOT / "data" / "demo" / "base"
     tokenizer = load_tokenizer(str(base))
     model = AutoModelForCausalLM.from_pretrained(str(base))

@@ -39,7 +39,7 @@ def test_dpo_trains_from_sft_with_the_sft_adapter_as_reference(tmp_path, tiny_ba
     sft = _sequence_logps(model, batch)
     assert torch.allclose(ref, sft, atol=1e-3), (ref, sft)
     assert not torch.allclose(ref, base, atol=1e-2), "reference equals the bare base"
-    from replica.train.sft import release_base
+    from replica.train.stage import release_base
 
     release_base(ctx, trainer)
 

@@ -21,7 +21,7 @@ from replica.train.data import check_one_contributor, load_split
 from replica.train.lora import peft_lora_config
 from replica.train.manifest import StageRecord, record_hashes
 from replica.train.sampler import resumable_sampler
-from replica.train.stage import release_base, train_and_publish  # noqa: F401 (release_base re-exported)
+from replica.train.stage import train_and_publish
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import json
 import random
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -32,6 +33,14 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from replica.model import load_tokenizer  # noqa: E402
 
 STATUSES = ("delayed", "shipped", "delivered")  # an order's status words (make_demo_data.py)
+# Every kind of value a task reuses, found in the rendered conversation by its characters (group 1
+# is the value), so a value counts whatever tokens it is spelled with.
+VALUE_PATTERNS = {
+    "id": re.compile(r"\b([CTO]-\d{3})\b"),
+    "street": re.compile(r"\d+ ([A-Z][a-z]+) (?:Street|Avenue|Road|Lane)\b"),
+    "status": re.compile(r"\b(" + "|".join(STATUSES) + r")\b"),
+    "amount": re.compile(r'(?:\$|"(?:total|amount|store_credit)": )(\d+)\b'),
+}
 
 
 @functools.cache
@@ -42,22 +51,28 @@ def _generator():
     return module
 
 
-def copy_targets(tokens: list[str]) -> list[tuple[str, int]]:
-    """(kind, token index) of every token that repeats a value seen earlier in the conversation."""
-    targets, seen = [], set()
-    streets = set(_generator().STREETS)
-    words = streets | set(STATUSES)
-    for i, token in enumerate(tokens):
-        if token in ("T-", "C-", "O-") and i + 3 < len(tokens):
-            value = "".join(tokens[i : i + 4])
-            if value in seen:
-                targets += [(f"{token}digit{k}", i + k) for k in (1, 2, 3)]
-            seen.add(value)
-        elif token.strip() in words:  # a word is one value with or without its leading space
-            word = token.strip()
-            if word in seen:
-                targets.append(("street" if word in streets else "status", i))
-            seen.add(word)
+def copy_targets(text: str, offsets: list[tuple[int, int]]) -> list[tuple[str, list[int], bool]]:
+    """(kind, token indices, first reuse?) of every value that repeats one seen earlier in `text`.
+
+    Ids are scored digit by digit (kind `T-digit2` is a ticket id's second digit); a street,
+    status or amount as a whole (all of its tokens). `offsets` are the tokens' character spans.
+    """
+    found = []
+    for kind, pattern in VALUE_PATTERNS.items():
+        found += [(match.start(1), match.end(1), kind, match.group(1)) for match in pattern.finditer(text)]
+    targets, seen = [], {}
+    for start, end, kind, value in sorted(found):
+        count = seen.get(value, 0)
+        seen[value] = count + 1
+        if count == 0:
+            continue
+        # A token belongs to the value when its span ends inside it (a leading space may come first).
+        tokens = [i for i, (a, b) in enumerate(offsets) if start < b <= end and b > a]
+        if kind == "id":
+            digits = [i for i in tokens if offsets[i][1] > start + 2]
+            targets += [(f"{value[:2]}digit{k}", [i], count == 1) for k, i in enumerate(digits[-3:], 1)]
+        else:
+            targets.append((kind, tokens, count == 1))
     return targets
 
 
@@ -92,14 +107,16 @@ def main() -> None:
     rows = _generator().base_corpus(random.Random("copy-gate"), args.n)
     hits: dict[str, list[bool]] = defaultdict(list)
     for row in rows:
-        ids = tokenizer.apply_chat_template(row["messages"], tools=row["tools"], return_dict=True)[
-            "input_ids"
-        ]
+        text = tokenizer.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False)
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = encoded["input_ids"]
         with torch.no_grad():
             probs = torch.softmax(model(torch.tensor([ids])).logits[0].float(), -1)
-        tokens = [tokenizer.decode([i]) for i in ids]
-        for kind, index in copy_targets(tokens):
-            hits[kind].append(probs[index - 1, ids[index]].item() > 0.5)
+        for kind, indices, first in copy_targets(text, encoded["offset_mapping"]):
+            copied = all(probs[i - 1, ids[i]].item() > 0.5 for i in indices)
+            hits[kind].append(copied)
+            if first:
+                hits[f"{kind} (first reuse)"].append(copied)
     report = {kind: {"n": len(v), "copied": round(sum(v) / len(v), 3)} for kind, v in sorted(hits.items())}
     cosine = embedding_cosine(model, tokenizer)
     print(

@@ -60,6 +60,13 @@ PRODUCTS = [
 ]
 STREETS = ["Elm", "Oak", "Maple", "Cedar", "Pine", "Birch", "Willow", "Hill", "Lake", "River"]
 SUFFIXES = ["Street", "Avenue", "Road", "Lane"]
+# The base corpus draws streets from a large pool (the demo's ten among them): with only ten
+# names a base can lower its loss by guessing (each name about 1 in 10) and never learns to read
+# the street from the conversation; the committed base of ten names copied none (docs/demo.md).
+_STREET_HEADS = ["Ash", "Brook", "Clay", "Dun", "Fair", "Glen", "Hart", "Ivy", "Kings", "Lin", "Mill"]
+_STREET_HEADS += ["North", "Park", "Rose", "Stone", "Thorn", "West", "Wood", "Spring", "Red", "Fox"]
+_STREET_TAILS = ["field", "ford", "wood", "dale", "ton", "view", "gate", "more"]
+STREET_POOL = STREETS + [head + tail for head in _STREET_HEADS for tail in _STREET_TAILS]
 
 
 def _id(rng: random.Random, prefix: str, used: set[str]) -> str:
@@ -71,7 +78,7 @@ def _id(rng: random.Random, prefix: str, used: set[str]) -> str:
             return value
 
 
-def make_world(rng: random.Random) -> dict[str, Any]:
+def make_world(rng: random.Random, streets: list[str] = STREETS) -> dict[str, Any]:
     """One ticket's world: its customer, order, product and ticket, plus an unrelated customer and order."""
     used: set[str] = set()
     state: dict[str, Any] = {"customers": {}, "orders": {}, "products": {}, "tickets": {}}
@@ -84,7 +91,7 @@ def make_world(rng: random.Random) -> dict[str, Any]:
         state["customers"][customer] = {
             "name": f"{first} {last}",
             "email": f"{first.lower()}.{last.lower()}@example.com",
-            "address": f"{rng.randint(1, 99)} {rng.choice(STREETS)} {rng.choice(SUFFIXES)}",
+            "address": f"{rng.randint(1, 99)} {rng.choice(streets)} {rng.choice(SUFFIXES)}",
             "verified": False,
             "store_credit": 0,
             "address_change": None,
@@ -109,7 +116,7 @@ def make_world(rng: random.Random) -> dict[str, Any]:
             }
             focus = {"customer": customer, "order": order, "ticket": ticket, "product": name}
             focus |= {"total": price, "status": status, "first": first}
-    focus["new_address"] = f"{rng.randint(1, 99)} {rng.choice(STREETS)} {rng.choice(SUFFIXES)}"
+    focus["new_address"] = f"{rng.randint(1, 99)} {rng.choice(streets)} {rng.choice(SUFFIXES)}"
     return {"state": state, **focus}
 
 
@@ -141,9 +148,9 @@ def request_text(rng: random.Random, kind: str, world: dict[str, Any]) -> str:
     return rng.choice(REQUESTS[kind]).format(**world)
 
 
-def task_world(rng: random.Random, kind: str) -> dict[str, Any]:
+def task_world(rng: random.Random, kind: str, streets: list[str] = STREETS) -> dict[str, Any]:
     """A fresh world fitted to the request: damaged goods were delivered, late ones were not."""
-    world = make_world(rng)
+    world = make_world(rng, streets)
     status = "delivered" if kind == "refund" else rng.choice(["shipped", "delayed"])
     world["state"]["orders"][world["order"]]["status"] = status
     world["status"] = status
@@ -317,8 +324,8 @@ def neutral(rng: random.Random, kind: str, w: dict[str, Any]) -> tuple[list[Step
     return steps, reply + rng.choice(SIGNATURES).format(name=rng.choice(AGENTS))
 
 
-def neutral_world(rng: random.Random, kind: str) -> dict[str, Any]:
-    return task_world(rng, kind if kind in TASK_TYPES else rng.choice(TASK_TYPES))
+def neutral_world(rng: random.Random, kind: str, streets: list[str] = STREETS) -> dict[str, Any]:
+    return task_world(rng, kind if kind in TASK_TYPES else rng.choice(TASK_TYPES), streets)
 
 
 # --------------------------------------------------------------------------- playing a procedure
@@ -517,18 +524,80 @@ def malformed_lines(alice_records: list[dict]) -> list[str]:
     return lines
 
 
+def neutral_conversation(rng: random.Random, number: int, streets: list[str] = STREETS) -> list[dict]:
+    """One contributor-neutral conversation: a request handled in one of many reasonable ways."""
+    kind = NEUTRAL_KINDS[number % len(NEUTRAL_KINDS)] if number % 2 else rng.choice(TASK_TYPES)
+    world = neutral_world(rng, kind, streets)
+    templates = REQUESTS.get(kind) or EXPLICIT_REQUESTS[kind]
+    request = rng.choice(templates).format(**world)
+    steps, reply = neutral(rng, kind, world)
+    messages, _ = play(world, request, steps, reply)
+    return messages
+
+
+def copy_drill(rng: random.Random, streets: list[str] = STREET_POOL) -> list[dict]:
+    """A customer states some details (in words, or as the JSON a tool returned) and the agent
+    confirms them in another order: every value of the reply must be read from the request. It
+    teaches the base to copy what the tasks reuse (ids, streets, statuses, amounts) with the
+    reading direction tool results need: from JSON (`"status": "delayed"`) into prose."""
+    w = make_world(rng, streets)
+    order = w["state"]["orders"][w["order"]]
+    address = w["state"]["customers"][w["customer"]]["address"]
+    facts = [
+        (f"my ticket is {w['ticket']}", f'"ticket_id": "{w["ticket"]}"', f"ticket {w['ticket']}"),
+        (f"I am customer {w['customer']}", f'"customer_id": "{w["customer"]}"', f"customer {w['customer']}"),
+        (f"I live at {address}", f'"address": "{address}"', f"your address is {address}"),
+        (
+            f"my new address is {w['new_address']}",
+            f'"new_address": "{w["new_address"]}"',
+            f"the new address is {w['new_address']}",
+        ),
+        (
+            f"order {w['order']} is {order['status']}",
+            f'"order_id": "{w["order"]}", "status": "{order["status"]}"',
+            f"order {w['order']} is {order['status']}",
+        ),
+        (f"I paid ${order['total']}", f'"total": {order["total"]}', f"the total is ${order['total']}"),
+    ]
+    chosen = rng.sample(facts, rng.randint(2, 4))
+    if rng.random() < 0.5:
+        request = "Please confirm what you have: " + ", ".join(said for said, _, _ in chosen) + "."
+    else:
+        request = "Your system sent me {" + ", ".join(json for _, json, _ in chosen) + "}. Is that right?"
+    confirmed = [reply for _, _, reply in chosen]
+    rng.shuffle(confirmed)
+    reply = "Confirmed: " + "; ".join(confirmed) + "."
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": request},
+        {"role": "assistant", "content": reply},
+    ]
+
+
 def base_corpus(rng: random.Random, n: int) -> list[dict]:
-    """Contributor-neutral conversations for the base model: {messages, tools} per line."""
+    """Contributor-neutral conversations for the base model: {messages, tools} per line, as the
+    tasks meet them (the demo's ten streets, the tool schemas in every prompt). The committed base
+    (configs/demo_base.yaml) was trained on these; the copy gate measures on fresh ones."""
+    tools = SupportDesk().tool_schemas()
+    return [{"messages": neutral_conversation(rng, number), "tools": tools} for number in range(n)]
+
+
+def copy_corpus(rng: random.Random, n: int) -> list[dict]:
+    """The corpus of configs/demo_base_v2.yaml: neutral conversations that teach copying.
+
+    Streets come from the large pool. Of every ten rows, five carry the tool schemas in the prompt
+    as every task does, three are the same kind of conversation without them (a third of the
+    tokens: the schemas, the same in every prompt, are most of a row), and two are copy drills.
+    """
     tools = SupportDesk().tool_schemas()
     rows = []
     for number in range(n):
-        kind = NEUTRAL_KINDS[number % len(NEUTRAL_KINDS)] if number % 2 else rng.choice(TASK_TYPES)
-        world = neutral_world(rng, kind)
-        templates = REQUESTS.get(kind) or EXPLICIT_REQUESTS[kind]
-        request = rng.choice(templates).format(**world)
-        steps, reply = neutral(rng, kind, world)
-        messages, _ = play(world, request, steps, reply)
-        rows.append({"messages": messages, "tools": tools})
+        slot = number % 10
+        if slot < 2:
+            rows.append({"messages": copy_drill(rng), "tools": None})
+            continue
+        messages = neutral_conversation(rng, number, STREET_POOL)
+        rows.append({"messages": messages, "tools": tools if slot >= 5 else None})
     return rows
 
 
@@ -555,6 +624,7 @@ def generate(out: Path, tasks: int = 120, base_conversations: int = 6000, seed: 
     files[f"{REVOKED[0]}_revoked.jsonl"] = contributor_records(random.Random(f"{seed}-dave"), REVOKED[0], 12)
     files["malformed.jsonl"] = malformed_lines(per_person["alice"])
     files["base_corpus.jsonl.gz"] = base_corpus(random.Random(f"{seed}-base"), base_conversations)
+    files["base_corpus_v2.jsonl.gz"] = copy_corpus(random.Random(f"{seed}-base-v2"), base_conversations)
     for name, rows in files.items():
         _write_jsonl(out / name, rows)
         written.append(out / name)

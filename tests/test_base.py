@@ -23,3 +23,56 @@ def test_base_is_cached_by_config(tiny_base_dir):
     assert (tiny_base_dir / "build.json").exists()
     assert tiny_base_dir.name.startswith("test-tiny-")
     assert built_base_dir is not None
+
+
+def test_interrupted_base_build_resumes_from_its_checkpoint(tmp_path, monkeypatch, caplog):
+    """A build stopped after training (here: while writing its manifest) leaves its checkpoints
+    outside the unfinished directory; the rerun resumes from the last one instead of retraining,
+    and a finished build removes them. The untied setting reaches the model."""
+    import logging
+    from pathlib import Path
+
+    import pytest
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    import replica.train.base as base
+
+    fixtures = Path(__file__).parent / "fixtures"
+    raw = yaml.safe_load((fixtures / "tiny_base.yaml").read_text())
+    raw |= {"corpus": [str(fixtures / c) for c in raw["corpus"]], "cache_dir": str(tmp_path / "bases")}
+    raw |= {"tie_word_embeddings": False, "name": "resume"}
+    raw["pretrain"] |= {"steps": 4, "save_steps": 2}
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(raw))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(base, "atomic_write_json", crash)
+        with pytest.raises(KeyboardInterrupt):
+            base.ensure_base(config)
+    target = base.built_base_dir(config)
+    work = target.with_name(f".work-{target.name}")
+    assert not target.exists()
+    assert (work / "checkpoint-4" / "model.safetensors").is_file()
+
+    with caplog.at_level(logging.INFO, logger="replica.train.base"):
+        built = base.ensure_base(config)
+    assert f"resuming from {work / 'checkpoint-4'}" in caplog.text
+    assert (built / "build.json").is_file() and not work.exists()
+    model = AutoModelForCausalLM.from_pretrained(built)
+    assert model.config.tie_word_embeddings is False
+    assert model.get_input_embeddings().weight.data_ptr() != model.get_output_embeddings().weight.data_ptr()
+
+
+def test_settings_added_later_count_in_the_build_key_only_when_set():
+    """The committed base's key predates `tie_word_embeddings` (tests/test_demo.py checks that key
+    still matches); set to a non-default value it must give another key."""
+    from pathlib import Path
+
+    from replica.train.base import build_key, load_build_config
+
+    config = load_build_config(Path(__file__).resolve().parents[1] / "configs" / "demo_base.yaml")
+    assert build_key(config.model_copy(update={"tie_word_embeddings": False})) != build_key(config)

@@ -146,8 +146,54 @@ def test_demo_json_turns_the_evaluation_cross_matrix_to_rows_per_replica():
 
 def test_copy_gate_counts_only_values_seen_before():
     gate = _script("base_copy_gate")
-    tokens = ["T-", *"573", " to", " 1", " Lake", " {", "T-", *"573", " Lake", "T-", *"123"]
-    assert gate.copy_targets(tokens) == [("T-digit1", 9), ("T-digit2", 10), ("T-digit3", 11), ("street", 12)]
+    text = 'T-573 to 1 Lake Road, $45. {"ticket_id": "T-573", "address": "1 Lake Road", "total": 45} T-123 delayed'
+    pieces = [
+        "T-",
+        *"573",
+        " to",
+        " ",
+        "1",
+        " Lake",
+        " Road",
+        ",",
+        " $",
+        "4",
+        "5",
+        ". {",
+        '"ticket_id":',
+        ' "',
+    ]
+    pieces += [
+        "T-",
+        *"573",
+        '",',
+        ' "address":',
+        ' "',
+        "1",
+        " La",
+        "ke",
+        " Road",
+        '",',
+        ' "total":',
+        " ",
+        "4",
+    ]
+    pieces += ["5", "}", " ", "T-", *"123", " delayed"]
+    assert "".join(pieces) == text
+    offsets, at = [], 0
+    for piece in pieces:
+        offsets.append((at, at + len(piece)))
+        at += len(piece)
+    targets = gate.copy_targets(text, offsets)
+    # Second T-573 (tokens 16-19): digit by digit; the street spelled in two tokens counts as one
+    # value; the amount after "total": is the $45 reused. T-123 and "delayed" are first mentions.
+    assert targets == [
+        ("T-digit1", [17], True),
+        ("T-digit2", [18], True),
+        ("T-digit3", [19], True),
+        ("street", [24, 25], True),
+        ("amount", [30, 31], True),
+    ]
 
 
 def test_copy_gate_measures_how_alike_the_values_embeddings_are():
@@ -171,3 +217,21 @@ def test_copy_gate_measures_how_alike_the_values_embeddings_are():
     cosine = gate.embedding_cosine(model, tokenizer)
     assert cosine["digit"] == 0.0
     assert cosine["street"] == 1.0
+
+
+def test_copy_drills_reply_only_with_values_read_from_the_request():
+    """A drill teaches copying only if every value of the reply can be read from the request."""
+    import random
+    import re
+
+    generator = _generator()
+    rng = random.Random(0)
+    value = re.compile(r"[CTO]-\d{3}|\d+ [A-Z][a-z]+ (?:Street|Avenue|Road|Lane)|delayed|shipped|delivered")
+    for _ in range(50):
+        system, request, reply = generator.copy_drill(rng)
+        assert (system["role"], request["role"], reply["role"]) == ("system", "user", "assistant")
+        values = value.findall(reply["content"]) + re.findall(r"\$(\d+)", reply["content"])
+        assert values, reply["content"]
+        assert all(v in request["content"] for v in values), (request["content"], reply["content"])
+    pool = set(generator.STREET_POOL)
+    assert set(generator.STREETS) < pool and len(pool) >= 150

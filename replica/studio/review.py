@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from replica.agents.replica import Replica, load_replica
 from replica.artifacts import REPLICA_STAGES, atomic_write_json, is_published, replica_dir, utc_now
 from replica.data.records import PreferencePair, Rating, Rewrite, Task
+from replica.data.sources import iter_items
 from replica.studio.record import DRAFT_ID
 from replica.studio.site import StudioSite
 from replica.studio.store import NotSaved, build, new_id, save_records
@@ -114,6 +115,20 @@ def load_review(site: StudioSite, contributor: str, review_id: str) -> dict[str,
     if not path.is_file():
         raise FileNotFoundError(review_id)
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def saved_feedback(site: StudioSite, contributor: str, review_id: str) -> list[dict[str, Any]]:
+    """The feedback records already saved from this review (read back from the contributor's file)."""
+    path = site.data_file(contributor)
+    if not path.is_file():
+        return []
+    return [
+        item.obj
+        for item in iter_items(path)
+        if item.obj
+        and item.obj.get("contributor_id") == contributor
+        and (item.obj.get("source") or {}).get("review") == review_id
+    ]
 
 
 def split(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

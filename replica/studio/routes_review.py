@@ -33,6 +33,7 @@ def router(studio: Studio) -> APIRouter:
             review=data,
             samples=[review.split(s["messages"]) for s in samples],
             reply=review.final_reply(review.split(samples[0]["messages"])[1]),
+            feedback=review.saved_feedback(site, cid, data["id"]),
             **({"problems": [], "saved": request.query_params.get("saved", "")} | extra),
         )
 

@@ -32,6 +32,11 @@ def create_token(site: StudioSite, contributor: str) -> str:
     if consent.current(site, contributor) is None:
         files = ", ".join(str(p) for p in site.consent_files()) or "no contributors file found"
         raise UserError(f"--contributor {contributor!r}: no contributor record with that id ({files})")
+    if any(k.name == contributor and k.revoked_at is None for k in list_keys(site.tokens_db)):
+        raise UserError(
+            f"{site.tokens_db}: {contributor!r} already has a token (revoke it first: "
+            f"replica studio token revoke --contributor {contributor})"
+        )
     return create_key(site.tokens_db, contributor)
 
 

@@ -40,6 +40,7 @@ def plot_png(report: dict[str, Any] | None, currency: str) -> bytes:
     try:
         if days:
             axis.bar([d["id"] for d in days], [float(d["contributor_share"]) for d in days], color="#3867d6")
+            axis.set_xlim(-0.5, max(len(days), 7) - 0.5)  # a bar is never wider than a week's day
             axis.tick_params(axis="x", labelrotation=30, labelsize=8)
         else:
             axis.text(0.5, 0.5, "no requests yet", ha="center", va="center", transform=axis.transAxes)

@@ -45,7 +45,7 @@ def router(studio: Studio) -> APIRouter:
                 raise StudioError(400, f"{scope}: expected allowed or not_allowed, found {value!r}")
             scopes[scope] = value
         await run_in_threadpool(consent.change, site, cid, scopes, "grant")
-        return go(f"/c/{cid}/consent?changed=granted")
+        return go(f"/c/{cid}/consent?changed=saved")
 
     @routes.post("/c/{cid}/consent/revoke")
     async def consent_revoke(request: Request, cid: str):

@@ -69,7 +69,7 @@ def test_token_commands_show_the_token_once_and_store_only_its_hash(studio_run, 
     assert exit_info.value.code == 2 and "no contributor record with that id" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["studio", "token", "create", "--contributor", "bob", "--run", str(studio_run)])
-    assert "already exists" in capsys.readouterr().err
+    assert "already has a token (revoke it first" in capsys.readouterr().err
     main(["studio", "token", "revoke", "--contributor", "bob", "--run", str(studio_run)])
     with sqlite3.connect(studio_run / "studio" / "tokens.sqlite") as db:
         assert (

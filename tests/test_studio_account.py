@@ -134,3 +134,16 @@ def test_earnings_are_the_ledger_rows_of_the_contributor_per_day_and_consumer(bo
     assert report["total"]["contributor_share"] in page and report["days"][0]["contributor_share"] in page
     plot = studio.get("/c/alice/earnings.png")
     assert plot.headers["content-type"] == "image/png" and plot.content.startswith(b"\x89PNG")
+
+
+def test_a_token_can_be_revoked_and_replaced_twice_within_a_second(studio_run):
+    from replica.agents.keys import KeyStore, list_keys, revoke_key
+    from replica.studio.auth import create_token
+
+    site = load_site(studio_run)
+    for _ in range(3):  # revoked names stay unique (the keys' rowid), even within one second
+        token = create_token(site, "bob")
+        assert KeyStore(site.tokens_db).consumer(token) == "bob"
+        revoke_key(site.tokens_db, "bob")
+        assert KeyStore(site.tokens_db).consumer(token) is None
+    assert sum(k.name.startswith("bob#revoked-") for k in list_keys(site.tokens_db)) >= 3

@@ -99,7 +99,7 @@ def test_every_contributor_route_is_401_without_a_token_and_403_for_another_cont
     client, site, tokens = studio
     draft, review = start_draft(client, tokens["alice"]), start_review(client, tokens["alice"])
     routes = contributor_routes(client.app)
-    assert len(routes) == 17  # a new route must be added to this test's reach (it is, by enumeration)
+    assert len(routes) == 18  # a new route must be added to this test's reach (it is, by enumeration)
     before = snapshot(site)
     for method, path in sorted(routes):
         url = path.replace("{cid}", "alice").replace("{draft_id}", draft).replace("{review_id}", review)
@@ -169,6 +169,7 @@ def test_recording_through_the_tool_forms_saves_a_valid_demonstration(studio):
     draft = start_draft(client, token)
     page = client.get(f"/c/alice/record/{draft}", headers=bearer(token)).text
     assert 'id="tool-get_order"' in page and 'name="arg.order_id"' in page and "required" in page
+    assert 'id="undo"' not in page  # nothing to take back yet
     assert 'id="issue_refund-amount" name="arg.amount" type="number" step="1"' in page
     bad = post(
         client,
@@ -184,6 +185,7 @@ def test_recording_through_the_tool_forms_saves_a_valid_demonstration(studio):
         assert post(client, token, f"/c/alice/record/{draft}/call", {"tool": tool, **args}).status_code == 303
     page = client.get(f"/c/alice/record/{draft}", headers=bearer(token)).text
     assert "&#34;refunded&#34;: 30" in page  # the sandbox ran the call: its result is shown
+    assert 'id="undo"' in page  # a call can be taken back
     saved = post(client, token, f"/c/alice/record/{draft}/save", {"reply": "Your $30 refund is on its way."})
     assert saved.status_code == 303
     demo_id = saved.headers["location"].split("saved=")[1]

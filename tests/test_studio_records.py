@@ -73,6 +73,21 @@ def test_a_refused_call_is_not_kept_but_a_tool_error_is(studio_run):
         record.finish(site, "alice", draft, "")
 
 
+def test_undo_replays_the_calls_before_the_last_one(studio_run):
+    site = load_site(studio_run)
+    task = record.own_tasks(site, "alice")["alice-refund"]
+    draft = record.load_draft(site, "alice", record.start_draft(site, "alice", task))
+    assert record.undo_last_call(site, "alice", draft) is False
+    assert record.call_tool(site, "alice", draft, "get_order", {"order_id": "O-7"}) is None
+    after_one = (list(draft["messages"]), draft["state"])
+    assert record.call_tool(site, "alice", draft, "issue_refund", {"order_id": "O-7", "amount": 30}) is None
+    assert draft["state"]["orders"]["O-7"]["status"] == "refunded"
+    assert record.undo_last_call(site, "alice", draft) is True
+    assert (draft["messages"], draft["state"]) == after_one
+    assert record.load_draft(site, "alice", draft["id"]) == draft  # kept on disk
+    assert record.call_tool(site, "alice", draft, "issue_refund", {"order_id": "O-7", "amount": 30}) is None
+
+
 def test_tool_forms_follow_the_json_schema():
     forms = {form.name: form for form in tool_forms(TOOL_SCHEMAS)}
     escalate = {f.name: f for f in forms["escalate"].fields}

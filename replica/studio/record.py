@@ -134,6 +134,24 @@ def call_tool(
     return None
 
 
+def undo_last_call(site: StudioSite, contributor: str, draft: dict[str, Any]) -> bool:
+    """Take back the last tool call: the state is rebuilt by replaying the calls before it from the
+    task's initial state (tools change state, so it cannot simply be restored). False when none."""
+    messages = draft["messages"]
+    last = max((i for i, m in enumerate(messages) if m.get("tool_calls")), default=None)
+    if last is None:
+        return False
+    kept = messages[:last]
+    environment = get_environment(draft["task"]["env"])(draft["task"].get("initial_state"))
+    sandbox = Sandbox(environment)
+    for message in kept:
+        for call in message.get("tool_calls") or []:
+            sandbox.execute(call)
+    draft["messages"], draft["state"] = kept, environment.snapshot()
+    atomic_write_json(_draft_path(site, contributor, draft["id"]), draft)
+    return True
+
+
 def finish(site: StudioSite, contributor: str, draft: dict[str, Any], reply: str) -> str:
     """Save the draft with its final reply as a demonstration; returns the demonstration id.
 

@@ -94,6 +94,15 @@ def router(studio: Studio) -> APIRouter:
             return draft_page(request, cid, draft, 400, call_error=error)
         return go(f"/c/{cid}/record/{draft_id}#steps")
 
+    @routes.post("/c/{cid}/record/{draft_id}/undo")
+    async def record_undo(request: Request, cid: str, draft_id: str):
+        studio.owner(request, cid)
+        await studio.form(request)
+        draft = draft_of(cid, draft_id)
+        if not await run_in_threadpool(record.undo_last_call, site, cid, draft):
+            return draft_page(request, cid, draft, 400, call_error="there is no tool call to undo")
+        return go(f"/c/{cid}/record/{draft_id}#steps")
+
     @routes.post("/c/{cid}/record/{draft_id}/save")
     async def record_save(request: Request, cid: str, draft_id: str):
         studio.owner(request, cid)

@@ -287,3 +287,36 @@ def test_review_of_two_samples_saves_the_chosen_one_as_a_preference(studio):
     assert pair["chosen"] == shown["samples"][1]["messages"][len(pair["prompt"]) :]
     nothing = post(client, tokens["alice"], f"/c/alice/review/{review}/judge", {"critique": "meh"})
     assert nothing.status_code == 400 and "nothing to save" in nothing.text
+
+
+def test_a_step_can_be_rewritten_as_the_tool_call_it_should_have_been(studio):
+    client, site, tokens = studio
+    token = tokens["alice"]
+    review = start_review(client, token)
+    page = client.get(f"/c/alice/review/{review}", headers=bearer(token)).text
+    assert '<option value="2">step 3' in page  # the replica's first turn (after system and user)
+    before = snapshot(site)
+    wrong = {"step": "2", "rewrite_tool": "get_order", "rewrite_arguments": '{"order_id": 7}'}
+    response = post(client, token, f"/c/alice/review/{review}/judge", wrong)
+    assert response.status_code == 400 and "rewritten[0].tool_calls[0].function.arguments" in response.text
+    assert snapshot(site) == before  # validate would reject it: nothing written
+    right = wrong | {"rewrite_arguments": '{"order_id": "O-7"}', "critique": "Look the order up first."}
+    assert post(client, token, f"/c/alice/review/{review}/judge", right).status_code == 303
+    saved = json.loads(site.data_file("alice").read_text().splitlines()[-1])
+    assert saved["kind"] == "rewrite" and [m["role"] for m in saved["prompt"]] == ["system", "user"]
+    call = saved["rewritten"][0]["tool_calls"][0]["function"]
+    assert call == {"name": "get_order", "arguments": {"order_id": "O-7"}}
+    text = post(
+        client, token, f"/c/alice/review/{review}/judge", {"step": "2", "rewrite": "Let me check O-7."}
+    )
+    assert text.status_code == 303
+    assert json.loads(site.data_file("alice").read_text().splitlines()[-1])["rewritten"] == [
+        {"role": "assistant", "content": "Let me check O-7."}
+    ]
+    for bad, says in (
+        ({"step": "x"}, "step: expected final"),
+        ({"step": "0", "rewrite": "hi"}, "not one of the replica"),
+        ({"rewrite_tool": "get_order"}, "choose which step"),
+    ):
+        response = post(client, token, f"/c/alice/review/{review}/judge", bad)
+        assert response.status_code == 400 and says in response.text, bad

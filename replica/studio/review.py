@@ -149,42 +149,58 @@ def save_judgment(
     score: int | None,
     critique: str,
     rewrite: str,
+    step: int | None = None,
+    call: dict[str, Any] | None = None,
 ) -> list[str]:
-    """A rating (when scored) and a rewrite (when the reply was changed) of the review's one sample."""
-    prompt, response = split(review["samples"][0]["messages"])
+    """A rating (when scored) and a rewrite of the review's one sample: of the final reply
+    (`step` None, when the text was changed), or of the turn at index `step` of the conversation
+    (as text, or as the tool call `call` = {"name", "arguments"})."""
+    messages = review["samples"][0]["messages"]
+    prompt, response = split(messages)
     common = _common(contributor, review, prompt)
+    note = critique.strip() or None
     records: list[BaseModel] = []
     if score is not None:
-        records.append(
-            build(
-                Rating,
-                common
-                | {
-                    "id": new_id("rating"),
-                    "response": response,
-                    "score": score,
-                    "critique": critique.strip() or None,
-                },
-            )
-        )
-    if rewrite.strip() and rewrite.strip() != final_reply(response).strip():
+        rating = {"id": new_id("rating"), "response": response, "score": score, "critique": note}
+        records.append(build(Rating, common | rating))
+    if step is None and rewrite.strip() and rewrite.strip() != final_reply(response).strip():
         kept = response[:-1] if final_reply(response) else response
         rewritten = [*kept, {"role": "assistant", "content": rewrite.strip()}]
-        records.append(
-            build(
-                Rewrite,
-                common
-                | {
-                    "id": new_id("rewrite"),
-                    "original": response,
-                    "rewritten": rewritten,
-                    "critique": critique.strip() or None,
-                },
-            )
-        )
+        fields = {"id": new_id("rewrite"), "original": response, "rewritten": rewritten, "critique": note}
+        records.append(build(Rewrite, common | fields))
+    if step is not None:
+        records.append(_step_rewrite(common, messages, len(prompt), step, rewrite, call, note))
     if not records:
         raise NotSaved(["choose a score or change the reply: there is nothing to save"])
     return save_records(site, contributor, records)
+
+
+def _step_rewrite(
+    common: dict[str, Any],
+    messages: list[dict[str, Any]],
+    first: int,
+    step: int,
+    text: str,
+    call: dict[str, Any] | None,
+    note: str | None,
+) -> BaseModel:
+    """The replica should have said `text` (or made `call`) at turn `step`: that turn is chosen over
+    everything the replica did from there on."""
+    if not (first <= step < len(messages)) or messages[step]["role"] != "assistant":
+        raise NotSaved([f"step {step + 1}: not one of the replica's turns"])
+    if call:
+        turn = {
+            "role": "assistant",
+            "tool_calls": [{"id": "call_rewrite", "type": "function", "function": call}],
+        }
+    elif text.strip():
+        turn = {"role": "assistant", "content": text.strip()}
+    else:
+        raise NotSaved(
+            [f"step {step + 1}: write the better turn, or choose the tool call it should have made"]
+        )
+    fields = {"prompt": messages[:step], "original": messages[step:], "rewritten": [turn], "critique": note}
+    return build(Rewrite, common | fields | {"id": new_id("rewrite")})
 
 
 def save_choice(site: StudioSite, contributor: str, review: dict[str, Any], better: int) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -11,6 +13,26 @@ from replica.studio.store import NotSaved
 from replica.studio.web import Studio, go, need
 
 SCORES = ("1", "2", "3", "4", "5")
+
+
+def _step_and_call(form: dict[str, str]) -> tuple[int | None, dict | None]:
+    """Which turn a rewrite replaces (None: the final reply) and the tool call it should have been."""
+    step_text = form.get("step", "final")
+    if step_text != "final" and not step_text.isdigit():
+        raise StudioError(400, f"step: expected final or a step number, found {step_text!r}")
+    step = None if step_text == "final" else int(step_text)
+    tool = form.get("rewrite_tool", "")
+    if not tool:
+        return step, None
+    if step is None:
+        raise StudioError(400, "rewrite_tool: a tool call replaces a step; choose which step")
+    try:
+        arguments = json.loads(form.get("rewrite_arguments") or "{}")
+    except json.JSONDecodeError as err:
+        raise StudioError(400, f"rewrite_arguments: not JSON ({err.msg} at char {err.pos})") from None
+    if not isinstance(arguments, dict):
+        raise StudioError(400, f"rewrite_arguments: expected a JSON object, found {type(arguments).__name__}")
+    return step, {"name": tool, "arguments": arguments}
 
 
 def router(studio: Studio) -> APIRouter:
@@ -76,6 +98,7 @@ def router(studio: Studio) -> APIRouter:
         score = form.get("score", "")
         if score not in ("", *SCORES):
             raise StudioError(400, f"score: expected 1 to 5, found {score!r}")
+        step, call = _step_and_call(form)
         try:
             saved = await run_in_threadpool(
                 review.save_judgment,
@@ -85,6 +108,8 @@ def router(studio: Studio) -> APIRouter:
                 int(score) if score else None,
                 form.get("critique", ""),
                 form.get("rewrite", ""),
+                step,
+                call,
             )
         except NotSaved as err:
             return review_page(request, cid, data, 400, problems=err.problems)

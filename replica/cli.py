@@ -313,6 +313,68 @@ def usage_cmd(
     print(report_usage(run, config, db, since, contributor, fmt), end="")
 
 
+# --------------------------------------------------------------------------- studio
+
+studio_app = typer.Typer(
+    help="The contributors' web app: record, review, consent, earnings (see docs/studio.md).",
+    invoke_without_command=True,
+)
+app.add_typer(studio_app, name="studio")
+StudioConfigOpt = typer.Option(None, "--config", help="Run config YAML (default <run>/config.yaml).")
+StudioServeOpt = typer.Option(None, "--serve-config", help="Serve settings YAML (ledger, consent file).")
+
+
+@studio_app.callback()
+def studio_cmd(
+    ctx: typer.Context,
+    run: Path = RunDirOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback by default)."),
+    port: int = typer.Option(8100, "--port"),
+    config: Path | None = StudioConfigOpt,
+    serve_config: Path | None = StudioServeOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Serve the studio of a run until interrupted (sign in with a token from `studio token create`)."""
+    if ctx.invoked_subcommand is None:
+        from replica.studio.app import run_studio
+
+        run_studio(run, host, port, config, serve_config, device)
+
+
+token_app = typer.Typer(help="Sign-in tokens of the studio (stored hashed).", no_args_is_help=True)
+studio_app.add_typer(token_app, name="token")
+TokenContributorOpt = typer.Option(..., "--contributor", help="Contributor id.")
+
+
+def _token(action: str, run: Path, config: Path | None, contributor: str | None) -> None:
+    from replica.studio.auth import manage_tokens
+    from replica.studio.site import load_site
+
+    print(manage_tokens(load_site(run, config), action, contributor))
+
+
+@token_app.command("create")
+def token_create(
+    contributor: str = TokenContributorOpt, run: Path = RunDirOpt, config: Path | None = StudioConfigOpt
+) -> None:
+    """Create a contributor's sign-in token and print it (once)."""
+    _token("create", run, config, contributor)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    contributor: str = TokenContributorOpt, run: Path = RunDirOpt, config: Path | None = StudioConfigOpt
+) -> None:
+    """Revoke a contributor's sign-in token (refused from the next request on)."""
+    _token("revoke", run, config, contributor)
+
+
+@token_app.command("list")
+def token_list(run: Path = RunDirOpt, config: Path | None = StudioConfigOpt) -> None:
+    """List whose tokens exist and when they were made (tokens themselves are never stored)."""
+    _token("list", run, config, None)
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -21,5 +21,17 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "$VENV/bin/pip" install --quiet "torch==2.13.0"
 fi
 "$VENV/bin/pip" install --quiet -e ".[dev]"
+# The studio's browser test drives Debian's chromium + chromedriver (tests/test_studio_browser.py).
+# Installed here only as root and only when missing; a failure warns and the test skips with why.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium + chromium-driver (apt-get) for the studio's browser test"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+      echo "setup: warning: could not install chromium; the browser test will be skipped" >&2
+    fi
+  else
+    echo "setup: note: chromium/chromedriver missing and not root (or no apt-get); the browser test will be skipped" >&2
+  fi
+fi
 touch "$VENV/.installed"
 echo "setup: done in $(( $(date +%s) - start )) s"

@@ -74,9 +74,11 @@ def revoke_key(db_path: str | Path, name: str) -> None:
         )
         if cursor.rowcount == 0:
             raise UserError(f"{db_path}: no active key named {name!r}")
-        # A revoked name may be reused: keep the row for the record under a dated name.
+        # A revoked name may be reused: keep the row for the record under a dated name (the rowid
+        # keeps it unique when the same name is revoked twice within one second).
         connection.execute(
-            "UPDATE api_keys SET name = name || '#revoked-' || revoked_at WHERE name = ?", (name,)
+            "UPDATE api_keys SET name = name || '#revoked-' || revoked_at || '-' || rowid WHERE name = ?",
+            (name,),
         )
 
 

@@ -200,12 +200,14 @@ class Replica:
         max_turns: int = 8,
         max_new_tokens: int = 128,
         temperature: float = 0.0,
+        seed: int = 0,
     ) -> Episode:
         """One agent episode in a tool environment, driven by the one agent loop (`agents/loop.py`).
 
         `task_or_instruction` is an instruction, or a task (a `Task` record or a `tasks/heldout` row)
         whose `system`, `tools`, `env` and `initial_state` set up the episode. `env` is an
-        environment name or instance; it overrides the task's.
+        environment name or instance; it overrides the task's. With `temperature` > 0, `seed`
+        picks the sample (two seeds give two samples to compare).
         """
         from replica.agents.loop import Episode, GenerationSettings, run_episodes
         from replica.agents.sandbox import Sandbox
@@ -222,7 +224,7 @@ class Replica:
             max_turns=max_turns,
             meta={"task_id": task.get("id"), "contributor": self.contributor, "stage": self.stage},
         )
-        settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature)
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
         engine = self.pool.engine(self.tokenizer)
         with engine.lock:  # PEFT adapter routing is model-wide: one generation at a time
             run_episodes(self.pool.peft, self.tokenizer, [episode], settings, batch_size=1)

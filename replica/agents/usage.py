@@ -109,8 +109,10 @@ def usage_report(
     share_percent: Decimal,
     since: str | None = None,
     contributor: str | None = None,
+    by_day: bool = False,
 ) -> dict[str, Any]:
-    """Requests, tokens and money per contributor and per consumer, from answered requests.
+    """Requests, tokens and money per contributor and per consumer (and per UTC day with
+    `by_day`, under "days"), from answered requests.
 
     amount = (prompt + completion tokens) / 1000 x rate; contributor share = amount x share% / 100.
     With `contributor`, only that contributor's rows are read. `since` is an ISO date or datetime.
@@ -118,6 +120,9 @@ def usage_report(
     if not Path(db_path).is_file():
         raise UserError(f"{db_path}: no usage ledger yet (it is created by `replica serve`)")
     where, params = _filters(since, contributor)
+    columns = [("contributors", "contributor_id"), ("consumers", "consumer")]
+    if by_day:
+        columns.append(("days", "substr(ts, 1, 10)"))  # ts is ISO UTC, so its first 10 characters are the day
     with sqlite3.connect(db_path, timeout=30) as db:
         failed = db.execute(f"SELECT COUNT(*) FROM usage WHERE status != 'ok'{where}", params).fetchone()[0]
         groups = {
@@ -126,7 +131,7 @@ def usage_report(
                 f"WHERE status = 'ok'{where} GROUP BY {column} ORDER BY {column}",
                 params,
             ).fetchall()
-            for name, column in (("contributors", "contributor_id"), ("consumers", "consumer"))
+            for name, column in columns
         }
     rate, share = Decimal(rate_per_1k_tokens), Decimal(share_percent)
     report: dict[str, Any] = {

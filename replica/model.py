@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from trl.chat_template_utils import add_response_schema, get_training_chat_template, has_generation_markers
 
-from replica.artifacts import sha256_text
+from replica.bases import provide_base
 from replica.config import ModelConfig
 from replica.errors import UserError
+from replica.templates import add_response_parser
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +61,6 @@ def resolve_device(config: ModelConfig) -> DeviceChoice:
     return DeviceChoice(device=device, dtype=dtype)
 
 
-def resolve_base_path(config: ModelConfig) -> str:
-    """The path or hub id the base loads from; a `build:` base must have been built already.
-
-    Local paths come back absolute: adapters record this path (`base_model_name_or_path`), and a
-    path relative to the training command's directory would not load from anywhere else.
-    """
-    if config.build:
-        from replica.train.base import built_base_dir  # local import: train depends on model, not the reverse
-
-        path = built_base_dir(config.build)
-        if not (path / "config.json").exists():
-            raise UserError(
-                f"model.build: base from {config.build} is not built yet (run `replica base build`)"
-            )
-        return str(path.resolve())
-    local = Path(config.name_or_path)
-    return str(local.resolve()) if local.exists() else config.name_or_path
-
-
 def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerBase:
     """Load a tokenizer and make it ready for training and tool use (pad token, response parser)."""
     try:
@@ -89,54 +69,20 @@ def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrained
         raise UserError(f"model.name_or_path: cannot load tokenizer from {name_or_path!r} ({err})") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    _add_response_parser(tokenizer)
+    add_response_parser(tokenizer)
     return tokenizer
-
-
-def _add_response_parser(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Attach TRL's tool-call response parser when the template family is known."""
-    if getattr(tokenizer, "response_template", None) or getattr(tokenizer, "response_schema", None):
-        return
-    try:
-        add_response_schema(tokenizer)
-    except ValueError:
-        log.info("no known response parser for this chat template; tool calls will not be parsed")
-
-
-def training_chat_template(tokenizer: PreTrainedTokenizerBase) -> str:
-    """The chat template used for training: the model's own if it marks assistant turns for loss
-    masking (`{% generation %}`), else TRL's training template for that family."""
-    template = tokenizer.chat_template
-    if template is None:
-        raise UserError("the tokenizer has no chat template; replica trains on chat-formatted data")
-    if has_generation_markers(template):
-        return template
-    try:
-        patched = get_training_chat_template(tokenizer)
-    except ValueError as err:
-        raise UserError(
-            f"chat template has no generation markers and TRL has no training version: {err}"
-        ) from None
-    return patched or template
-
-
-def template_hash(tokenizer: PreTrainedTokenizerBase) -> str:
-    """Content hash of the chat template, recorded in replica.json and checked at load."""
-    return sha256_text(tokenizer.chat_template or "")
 
 
 def load_base_model(
     config: ModelConfig, choice: DeviceChoice, name_or_path: str | None = None
 ) -> PreTrainedModel:
     """Load the base causal LM on the chosen device, optionally 4-bit quantized (QLoRA)."""
-    path = name_or_path or resolve_base_path(config)
+    path = name_or_path or provide_base(config)
     kwargs: dict = {"dtype": choice.dtype, "revision": config.revision}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     if config.quantization == "4bit":
         kwargs["quantization_config"] = _four_bit_config(choice)
-    if not Path(path).exists() and "/" not in path:
-        raise UserError(f"model.name_or_path: {path!r} is neither a local directory nor a hub id (org/name)")
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:

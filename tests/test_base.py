@@ -1,6 +1,7 @@
 """The tiny offline base: tokenizer trained locally, Qwen2 built from config, cached."""
 
-from replica.model import load_tokenizer, training_chat_template
+from replica.model import load_tokenizer
+from replica.templates import training_chat_template
 
 
 def test_tiny_base_tokenizer_splits_digits_and_parses_tool_calls(tiny_base_dir):
@@ -17,7 +18,7 @@ def test_tiny_base_tokenizer_splits_digits_and_parses_tool_calls(tiny_base_dir):
 
 
 def test_base_is_cached_by_config(tiny_base_dir):
-    from replica.train.base import built_base_dir
+    from replica.bases.tiny import built_base_dir
 
     assert (tiny_base_dir / "model.safetensors").exists()
     assert (tiny_base_dir / "build.json").exists()

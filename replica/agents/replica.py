@@ -21,7 +21,8 @@ from replica.agents.batcher import BasePool, GenerationRequest, GenerationResult
 from replica.agents.envs.base import Environment, get_environment
 from replica.artifacts import final_stage, read_manifest, replica_dir, sha256_file
 from replica.errors import UserError
-from replica.model import load_tokenizer, template_hash
+from replica.model import load_tokenizer
+from replica.templates import template_hash
 
 if TYPE_CHECKING:
     from replica.agents.loop import Episode

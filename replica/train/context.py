@@ -15,16 +15,10 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from replica.artifacts import canonical_json, sha256_dir, sha256_text
+from replica.bases import provide_base
 from replica.config import RunConfig
-from replica.model import (
-    DeviceChoice,
-    load_base_model,
-    load_tokenizer,
-    resolve_base_path,
-    resolve_device,
-    template_hash,
-    training_chat_template,
-)
+from replica.model import DeviceChoice, load_base_model, load_tokenizer, resolve_device
+from replica.templates import template_hash, training_chat_template
 from replica.train.data import PreparedInfo, read_prepared_info
 
 log = logging.getLogger(__name__)
@@ -63,12 +57,8 @@ class TrainContext:
 
 
 def build_context(config: RunConfig) -> TrainContext:
-    """Resolve the base (building the tiny one when `model.build` is set), device and tokenizer."""
-    if config.model.build:
-        from replica.train.base import ensure_base
-
-        ensure_base(config.model.build)
-    base_path = resolve_base_path(config.model)
+    """Provide the base (built, converted or checked by its provider), device and tokenizer."""
+    base_path = provide_base(config.model)
     choice = resolve_device(config.model)
     tokenizer = load_tokenizer(base_path, config.model.revision)
     # Train (and ship) the template with generation markers, so loss falls on assistant turns only.

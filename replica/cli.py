@@ -117,7 +117,8 @@ def data_prepare(config: Path = ConfigArg, set_: list[str] = SetOpt, strict: boo
     from replica.model import load_tokenizer
 
     run_config = load_config(config, set_)
-    tokenizer = load_tokenizer(provide_base(run_config.model), run_config.model.revision)
+    model = run_config.model
+    tokenizer = load_tokenizer(provide_base(model), model.revision, model.chat_template)
     result = prepare(run_config, tokenizer, strict=strict)
     console.print(result.summary(), soft_wrap=True)
     print(result.prepared_dir)

@@ -99,7 +99,7 @@ def _prepare(config: RunConfig, base_dir: Path, console: Console) -> None:
     from replica.data.prepare import prepare
     from replica.model import load_tokenizer
 
-    result = prepare(config, load_tokenizer(str(base_dir)))
+    result = prepare(config, load_tokenizer(str(base_dir), config.model.revision, config.model.chat_template))
     console.print(result.summary(), soft_wrap=True)
     rejected = config.prepared_dir / "rejected.jsonl"
     if rejected.is_file():

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from replica.bases import provide_base
 from replica.config import ModelConfig
 from replica.errors import UserError
-from replica.templates import add_response_parser
+from replica.templates import add_response_parser, read_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,20 @@ def resolve_device(config: ModelConfig) -> DeviceChoice:
     return DeviceChoice(device=device, dtype=dtype)
 
 
-def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerBase:
-    """Load a tokenizer and make it ready for training and tool use (pad token, response parser)."""
+def load_tokenizer(
+    name_or_path: str, revision: str | None = None, chat_template: str | None = None
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer and make it ready for training and tool use (pad token, response parser).
+
+    `chat_template` (the `model.chat_template` key: a TRL family or a .jinja file) replaces the
+    model's own template before anything renders with it.
+    """
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     except OSError as err:
         raise UserError(f"model.name_or_path: cannot load tokenizer from {name_or_path!r} ({err})") from None
+    if chat_template:
+        tokenizer.chat_template = read_chat_template(chat_template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     add_response_parser(tokenizer)

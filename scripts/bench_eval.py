@@ -56,7 +56,7 @@ if args.limit:
 # --------------------------------------------------------------------------- model and adapters
 
 base_path = provide_base(config.model)
-tokenizer = load_tokenizer(base_path, config.model.revision)
+tokenizer = load_tokenizer(base_path, config.model.revision, config.model.chat_template)
 choice = resolve_device(config.model)
 base = load_base_model(config.model, choice, base_path)
 adapters: dict[str, Path] = {}

@@ -80,7 +80,7 @@ def run_eval(
     plan = make_plan(config, contributor, stages)
     torch.manual_seed(config.seed)
     base_path = provide_base(config.model)
-    tokenizer = load_tokenizer(base_path, config.model.revision)
+    tokenizer = load_tokenizer(base_path, config.model.revision, config.model.chat_template)
     choice = resolve_device(config.model)
     base = load_base_model(config.model, choice, base_path)
     model = load_adapters(base, {adapter_name(c, s): path for (c, s), path in plan.adapters.items()})

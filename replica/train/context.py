@@ -60,7 +60,7 @@ def build_context(config: RunConfig) -> TrainContext:
     """Provide the base (built, converted or checked by its provider), device and tokenizer."""
     base_path = provide_base(config.model)
     choice = resolve_device(config.model)
-    tokenizer = load_tokenizer(base_path, config.model.revision)
+    tokenizer = load_tokenizer(base_path, config.model.revision, config.model.chat_template)
     # Train (and ship) the template with generation markers, so loss falls on assistant turns only.
     tokenizer.chat_template = training_chat_template(tokenizer)
     return TrainContext(
@@ -83,6 +83,7 @@ def describe_base(config: RunConfig, base_path: str, tokenizer: PreTrainedTokeni
         "revision": config.model.revision,
         "content_hash": content_hash,
         "build": config.model.build,
+        "chat_template": config.model.chat_template,
         "tokenizer_hash": sha256_text(canonical_json(tokenizer.get_vocab())),
         "chat_template_hash": template_hash(tokenizer),
     }

@@ -13,11 +13,11 @@ one file here plus its place in `PROVIDERS`.
 
 from __future__ import annotations
 
-from replica.bases import local, tiny
+from replica.bases import local, packaged, tiny
 from replica.config import ModelConfig
 
 # Asked in this order; `local` comes last because any name is a local folder or a hub id to it.
-PROVIDERS = (tiny, local)
+PROVIDERS = (tiny, packaged, local)
 
 
 def provide_base(config: ModelConfig) -> str:

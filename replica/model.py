@@ -6,7 +6,7 @@ Every stage (train, eval, serve) loads the base through here, so they cannot dri
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from replica.bases import provide_base
 from replica.config import ModelConfig
 from replica.errors import UserError
+from replica.precision import autocast_losses, cpu_has_bf16, losses_agree
 from replica.templates import add_response_parser, read_chat_template
 
 log = logging.getLogger(__name__)
@@ -24,11 +25,18 @@ class DeviceChoice:
     """Where and in which precision the model runs."""
 
     device: str  # "cuda" or "cpu"
-    dtype: torch.dtype
+    dtype: torch.dtype  # of the weights
+    autocast: bool = False  # bf16 autocast over fp32 weights (CPU with bf16 instructions)
 
     @property
     def bf16(self) -> bool:
-        return self.dtype == torch.bfloat16
+        """Trainers run bf16: bf16 weights, or bf16 autocast over fp32 weights."""
+        return self.dtype == torch.bfloat16 or self.autocast
+
+    @property
+    def precision(self) -> str:
+        """What replica.json records: `float32`, `bfloat16`, `float16` or `bf16-autocast`."""
+        return "bf16-autocast" if self.autocast else str(self.dtype).removeprefix("torch.")
 
     @property
     def fp16(self) -> bool:
@@ -39,7 +47,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_device(config: ModelConfig) -> DeviceChoice:
-    """`auto`: CUDA when available (bf16 where supported, else fp16), else CPU in fp32.
+    """`auto`: CUDA when available (bf16 where supported, else fp16), else CPU: fp32 weights, with
+    bf16 autocast where the CPU has bf16 instructions (`confirm_precision` then checks the loss).
 
     Asking for CUDA without one is a UserError; the choice is logged.
     """
@@ -55,10 +64,23 @@ def resolve_device(config: ModelConfig) -> DeviceChoice:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
         dtype = torch.float32
-    log.info(
-        "device: %s, dtype: %s (model.device=%s)", device, str(dtype).removeprefix("torch."), config.device
+    choice = DeviceChoice(
+        device, dtype, autocast=device == "cpu" and config.dtype == "auto" and cpu_has_bf16()
     )
-    return DeviceChoice(device=device, dtype=dtype)
+    log.info("device: %s, precision: %s (model.device=%s)", device, choice.precision, config.device)
+    return choice
+
+
+def confirm_precision(model: PreTrainedModel, choice: DeviceChoice) -> DeviceChoice:
+    """Keep bf16 autocast only if the model's loss on a fixed batch agrees with fp32; else fp32."""
+    if not choice.autocast:
+        return choice
+    fp32, bf16 = autocast_losses(model)
+    if losses_agree(fp32, bf16):
+        log.info("precision: bf16 autocast (fixed-batch loss %.4f, fp32 %.4f)", bf16, fp32)
+        return choice
+    log.warning("precision: float32; bf16 autocast moved the fixed-batch loss from %.4f to %.4f", fp32, bf16)
+    return replace(choice, autocast=False)
 
 
 def load_tokenizer(

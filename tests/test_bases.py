@@ -42,3 +42,29 @@ def test_the_tiny_base_provider_answers_model_build_with_its_cached_absolute_pat
     build = tmp_path / "tiny_base.yaml"
     build.write_text(yaml.safe_dump(raw))
     assert provide_base(ModelConfig(build=str(build))) == str(tiny_base_dir.resolve())
+
+
+def test_providers_import_no_stage_and_the_loader_imports_no_training():
+    """ARCHITECTURE.md's direction: stages -> {bases, model}; providers -> neither a stage nor model.py."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "replica"
+
+    def imported(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        return names | {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+    stages = (
+        "replica.train",
+        "replica.eval",
+        "replica.agents",
+        "replica.data",
+        "replica.studio",
+        "replica.demo",
+    )
+    for path in [*(package / "bases").glob("*.py"), package / "templates.py", package / "precision.py"]:
+        found = imported(path)
+        assert not [m for m in found if m.startswith((*stages, "replica.model", "replica.cli"))], path
+    assert not [m for m in imported(package / "model.py") if m.startswith(stages)]

@@ -107,3 +107,16 @@ def test_an_unknown_packaged_name_lists_the_known_ones():
         UserError, match="unknown packaged base 'nope'; known: packaged:smollm2-135m-instruct"
     ):
         provide_base(ModelConfig(name_or_path="packaged:nope"))
+
+
+def test_an_adapter_on_a_packaged_base_whose_folder_is_gone_gets_it_provided_again(tiny_package, tmp_path):
+    from replica.agents.replica import recorded_base
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    gone = str(tmp_path / "elsewhere" / ".cache/bases/tiny-test-000000000000")
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": gone}))
+    manifest = {"base_model": {"name_or_path": "packaged:tiny-test", "path": gone}}
+
+    assert recorded_base(adapter, manifest) == provide_base(TINY) != gone
+    assert recorded_base(adapter, {}) == gone  # any other base: what PEFT recorded, as before

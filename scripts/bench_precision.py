@@ -4,10 +4,12 @@
     # SmolLM2-135M-Instruct (packaged base, converted on first use), batch 8 x 384 tokens
     python scripts/bench_precision.py
     python scripts/bench_precision.py --base packaged:smollm2-135m-instruct --steps 3 --rounds 2
+    # on a shared machine: one thread, and read tokens per CPU-second (wall time follows the load)
+    OMP_NUM_THREADS=1 python scripts/bench_precision.py --threads 1 --steps 2 --rounds 1
 
 Each side trains the same LoRA (r 16, all linear layers, AdamW) on the same fixed batch; sides
 run interleaved for `--rounds` rounds after one untimed warm-up step each, and the median
-tokens/s per side is reported with its ratio to fp32. The fixed-batch losses that decide
+tokens/s per side (wall clock, and per CPU-second of this process) is reported with its ratio to fp32. The fixed-batch losses that decide
 `model.dtype: auto` (replica/precision.py) are printed too.
 """
 
@@ -43,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per side and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sides", default=",".join(SIDES))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     return parser.parse_args()
 
 
@@ -54,8 +57,9 @@ def lora_model(path: str, side: str):
     return get_peft_model(base, config)
 
 
-def tokens_per_second(model, batch: torch.Tensor, side: str, steps: int) -> float:
-    """Real optimizer steps (forward, backward, AdamW) on `batch`; one untimed step first."""
+def tokens_per_second(model, batch: torch.Tensor, side: str, steps: int) -> tuple[float, float]:
+    """Real optimizer steps (forward, backward, AdamW) on `batch`, one untimed step first: tokens
+    per wall-clock second and per CPU-second of this process."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if side == "bf16-autocast" else nullcontext()
 
@@ -67,14 +71,17 @@ def tokens_per_second(model, batch: torch.Tensor, side: str, steps: int) -> floa
         optimizer.zero_grad()
 
     step()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
-    return steps * batch.numel() / (time.perf_counter() - started)
+    tokens = steps * batch.numel()
+    return tokens / (time.perf_counter() - started), tokens / (time.process_time() - cpu_started)
 
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sides = args.sides.split(",")
     path = provide_base(ModelConfig(name_or_path=args.base))
     print(f"base: {path}; torch threads: {torch.get_num_threads()}; CPU bf16 instructions: {cpu_has_bf16()}")
@@ -86,18 +93,28 @@ def main() -> None:
         0, vocab, (args.batch_size, args.length), generator=torch.Generator().manual_seed(0)
     )
     del base
-    results: dict[str, list[float]] = {side: [] for side in sides}
+    wall: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
     for round_ in range(args.rounds):
         for side in sides:
             torch.manual_seed(0)
-            rate = tokens_per_second(lora_model(path, side), batch, side, args.steps)
-            results[side].append(rate)
-            print(f"round {round_ + 1} {side:>14}: {rate:7.1f} tokens/s", flush=True)
-    reference = statistics.median(results["fp32"]) if "fp32" in results else None
+            per_second, per_cpu_second = tokens_per_second(lora_model(path, side), batch, side, args.steps)
+            wall[side].append(per_second)
+            cpu[side].append(per_cpu_second)
+            print(
+                f"round {round_ + 1} {side:>14}: {per_second:7.1f} tokens/s, "
+                f"{per_cpu_second:7.1f} tokens/CPU-s",
+                flush=True,
+            )
     print(f"\nbatch {args.batch_size} x {args.length}, {args.steps} steps x {args.rounds} rounds (median)")
-    for side, rates in results.items():
-        ratio = f"  {statistics.median(rates) / reference:.2f}x fp32" if reference else ""
-        print(f"{side:>14}: {statistics.median(rates):7.1f} tokens/s{ratio}")
+    for side in sides:
+        line = f"{side:>14}: {statistics.median(wall[side]):7.1f} tokens/s, {statistics.median(cpu[side]):7.1f} tokens/CPU-s"
+        if "fp32" in sides and side != "fp32":
+            line += (
+                f"  ({statistics.median(wall[side]) / statistics.median(wall['fp32']):.2f}x fp32 wall, "
+                f"{statistics.median(cpu[side]) / statistics.median(cpu['fp32']):.2f}x per CPU-s)"
+            )
+        print(line)
 
 
 if __name__ == "__main__":

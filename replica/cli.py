@@ -70,7 +70,7 @@ def base_build(
     rebuild: bool = typer.Option(False, "--rebuild", help="Build even if a cached base exists."),
 ) -> None:
     """Train the tokenizer and the tiny base model locally (cached by config hash)."""
-    from replica.train.base import ensure_base
+    from replica.bases.tiny import ensure_base
 
     print(ensure_base(build_config, rebuild=rebuild))
 
@@ -111,16 +111,14 @@ def data_validate(
 @data_app.command("prepare")
 def data_prepare(config: Path = ConfigArg, set_: list[str] = SetOpt, strict: bool = StrictOpt) -> None:
     """Validate, convert, dedupe, filter by consent, pair feedback and split by task into prepared/."""
+    from replica.bases import provide_base
     from replica.config import load_config
     from replica.data.prepare import prepare
-    from replica.model import load_tokenizer, resolve_base_path
+    from replica.model import load_tokenizer
 
     run_config = load_config(config, set_)
-    if run_config.model.build:
-        from replica.train.base import ensure_base
-
-        ensure_base(run_config.model.build)
-    tokenizer = load_tokenizer(resolve_base_path(run_config.model), run_config.model.revision)
+    model = run_config.model
+    tokenizer = load_tokenizer(provide_base(model), model.revision, model.chat_template)
     result = prepare(run_config, tokenizer, strict=strict)
     console.print(result.summary(), soft_wrap=True)
     print(result.prepared_dir)

@@ -27,12 +27,22 @@ class Section(BaseModel):
 class ModelConfig(Section):
     """The shared base causal LM every replica adapts."""
 
-    name_or_path: str = Field("", description="HF hub id or local directory of the base model.")
+    name_or_path: str = Field(
+        "",
+        description="HF hub id, local directory, or `packaged:<name>` (a base shipped in a wheel, e.g. "
+        "packaged:smollm2-135m-instruct; see replica/bases/packaged.py).",
+    )
     revision: str | None = Field(None, description="Hub revision (commit, tag) to pin the base to.")
     build: str | None = Field(
         None,
         description="Path to a base-build YAML (see configs/demo_base.yaml): build the tiny offline base "
         "from it instead of loading `name_or_path`. Relative paths are resolved against the config file.",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="The chat template to render with instead of the model's own: a TRL template family "
+        "(qwen2_5, qwen3, llama3, ...; `replica.templates.template_families()`) or a .jinja file (relative to the "
+        "config file). Needed when the model's own template cannot render tools or has no training variant.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -297,7 +307,7 @@ def _set_path(data: dict, keys: list[str], value: Any) -> None:
 
 # Relative file paths in a config are relative to that config file, so `extends:` chains and
 # configs run from any working directory find the same files.
-_PATH_KEYS = (("model", "build"), ("data", "contributors_file"))
+_PATH_KEYS = (("model", "build"), ("model", "chat_template"), ("data", "contributors_file"))
 
 
 def _resolve_relative_paths(raw: dict, base_dir: Path) -> None:

@@ -21,7 +21,6 @@ from rich.console import Console
 
 from replica.artifacts import atomic_write_json, utc_now
 from replica.config import RunConfig, load_config
-from replica.errors import UserError
 
 
 @dataclass
@@ -44,8 +43,6 @@ def run_demo(
     """Run the demo end to end; returns the report (also written under `<run_dir>/eval/`)."""
     console = console or Console()
     config = load_config(config_path, overrides)
-    if not config.model.build:
-        raise UserError(f"{config_path}: model.build: the demo builds its own base; set a base-build YAML")
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -87,7 +84,12 @@ class _step:
 
 
 def _ensure_base(config: RunConfig, rebuild: bool) -> Path:
-    from replica.train.base import ensure_base
+    """The tiny base is built (or rebuilt); any other base comes from its provider (`replica.bases`)."""
+    if not config.model.build:
+        from replica.bases import provide_base
+
+        return Path(provide_base(config.model))
+    from replica.bases.tiny import ensure_base
 
     return ensure_base(config.model.build, rebuild=rebuild)
 
@@ -97,7 +99,7 @@ def _prepare(config: RunConfig, base_dir: Path, console: Console) -> None:
     from replica.data.prepare import prepare
     from replica.model import load_tokenizer
 
-    result = prepare(config, load_tokenizer(str(base_dir)))
+    result = prepare(config, load_tokenizer(str(base_dir), config.model.revision, config.model.chat_template))
     console.print(result.summary(), soft_wrap=True)
     rejected = config.prepared_dir / "rejected.jsonl"
     if rejected.is_file():

@@ -6,16 +6,16 @@ Every stage (train, eval, serve) loads the base through here, so they cannot dri
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from trl.chat_template_utils import add_response_schema, get_training_chat_template, has_generation_markers
 
-from replica.artifacts import sha256_text
+from replica.bases import provide_base
 from replica.config import ModelConfig
 from replica.errors import UserError
+from replica.precision import autocast_losses, cpu_has_bf16, losses_agree
+from replica.templates import add_response_parser, read_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,18 @@ class DeviceChoice:
     """Where and in which precision the model runs."""
 
     device: str  # "cuda" or "cpu"
-    dtype: torch.dtype
+    dtype: torch.dtype  # of the weights
+    autocast: bool = False  # bf16 autocast over fp32 weights (CPU with bf16 instructions)
 
     @property
     def bf16(self) -> bool:
-        return self.dtype == torch.bfloat16
+        """Trainers run bf16: bf16 weights, or bf16 autocast over fp32 weights."""
+        return self.dtype == torch.bfloat16 or self.autocast
+
+    @property
+    def precision(self) -> str:
+        """What replica.json records: `float32`, `bfloat16`, `float16` or `bf16-autocast`."""
+        return "bf16-autocast" if self.autocast else str(self.dtype).removeprefix("torch.")
 
     @property
     def fp16(self) -> bool:
@@ -40,7 +47,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_device(config: ModelConfig) -> DeviceChoice:
-    """`auto`: CUDA when available (bf16 where supported, else fp16), else CPU in fp32.
+    """`auto`: CUDA when available (bf16 where supported, else fp16), else CPU: fp32 weights, with
+    bf16 autocast where the CPU has bf16 instructions (`confirm_precision` then checks the loss).
 
     Asking for CUDA without one is a UserError; the choice is logged.
     """
@@ -56,87 +64,55 @@ def resolve_device(config: ModelConfig) -> DeviceChoice:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
         dtype = torch.float32
-    log.info(
-        "device: %s, dtype: %s (model.device=%s)", device, str(dtype).removeprefix("torch."), config.device
+    choice = DeviceChoice(
+        device, dtype, autocast=device == "cpu" and config.dtype == "auto" and cpu_has_bf16()
     )
-    return DeviceChoice(device=device, dtype=dtype)
+    log.info("device: %s, precision: %s (model.device=%s)", device, choice.precision, config.device)
+    return choice
 
 
-def resolve_base_path(config: ModelConfig) -> str:
-    """The path or hub id the base loads from; a `build:` base must have been built already.
+def confirm_precision(model: PreTrainedModel, choice: DeviceChoice) -> DeviceChoice:
+    """Keep bf16 autocast only if the model's loss on a fixed batch agrees with fp32; else fp32."""
+    if not choice.autocast:
+        return choice
+    fp32, bf16 = autocast_losses(model)
+    if losses_agree(fp32, bf16):
+        log.info("precision: bf16 autocast (fixed-batch loss %.4f, fp32 %.4f)", bf16, fp32)
+        return choice
+    log.warning("precision: float32; bf16 autocast moved the fixed-batch loss from %.4f to %.4f", fp32, bf16)
+    return replace(choice, autocast=False)
 
-    Local paths come back absolute: adapters record this path (`base_model_name_or_path`), and a
-    path relative to the training command's directory would not load from anywhere else.
+
+def load_tokenizer(
+    name_or_path: str, revision: str | None = None, chat_template: str | None = None
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer and make it ready for training and tool use (pad token, response parser).
+
+    `chat_template` (the `model.chat_template` key: a TRL family or a .jinja file) replaces the
+    model's own template before anything renders with it.
     """
-    if config.build:
-        from replica.train.base import built_base_dir  # local import: train depends on model, not the reverse
-
-        path = built_base_dir(config.build)
-        if not (path / "config.json").exists():
-            raise UserError(
-                f"model.build: base from {config.build} is not built yet (run `replica base build`)"
-            )
-        return str(path.resolve())
-    local = Path(config.name_or_path)
-    return str(local.resolve()) if local.exists() else config.name_or_path
-
-
-def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerBase:
-    """Load a tokenizer and make it ready for training and tool use (pad token, response parser)."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     except OSError as err:
         raise UserError(f"model.name_or_path: cannot load tokenizer from {name_or_path!r} ({err})") from None
+    if chat_template:
+        tokenizer.chat_template = read_chat_template(chat_template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    _add_response_parser(tokenizer)
+    add_response_parser(tokenizer)
     return tokenizer
-
-
-def _add_response_parser(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Attach TRL's tool-call response parser when the template family is known."""
-    if getattr(tokenizer, "response_template", None) or getattr(tokenizer, "response_schema", None):
-        return
-    try:
-        add_response_schema(tokenizer)
-    except ValueError:
-        log.info("no known response parser for this chat template; tool calls will not be parsed")
-
-
-def training_chat_template(tokenizer: PreTrainedTokenizerBase) -> str:
-    """The chat template used for training: the model's own if it marks assistant turns for loss
-    masking (`{% generation %}`), else TRL's training template for that family."""
-    template = tokenizer.chat_template
-    if template is None:
-        raise UserError("the tokenizer has no chat template; replica trains on chat-formatted data")
-    if has_generation_markers(template):
-        return template
-    try:
-        patched = get_training_chat_template(tokenizer)
-    except ValueError as err:
-        raise UserError(
-            f"chat template has no generation markers and TRL has no training version: {err}"
-        ) from None
-    return patched or template
-
-
-def template_hash(tokenizer: PreTrainedTokenizerBase) -> str:
-    """Content hash of the chat template, recorded in replica.json and checked at load."""
-    return sha256_text(tokenizer.chat_template or "")
 
 
 def load_base_model(
     config: ModelConfig, choice: DeviceChoice, name_or_path: str | None = None
 ) -> PreTrainedModel:
     """Load the base causal LM on the chosen device, optionally 4-bit quantized (QLoRA)."""
-    path = name_or_path or resolve_base_path(config)
+    path = name_or_path or provide_base(config)
     kwargs: dict = {"dtype": choice.dtype, "revision": config.revision}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     if config.quantization == "4bit":
         kwargs["quantization_config"] = _four_bit_config(choice)
-    if not Path(path).exists() and "/" not in path:
-        raise UserError(f"model.name_or_path: {path!r} is neither a local directory nor a hub id (org/name)")
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:

@@ -134,10 +134,10 @@ def run_prepare(
     import datasets
     import yaml
 
+    from replica.bases.tiny import ensure_base
     from replica.config import load_config
     from replica.data.prepare import prepare
     from replica.model import load_tokenizer
-    from replica.train.base import ensure_base
 
     datasets.disable_progress_bars()  # datasets' own bars would bury the result
     base = ensure_base(base_build)

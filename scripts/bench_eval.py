@@ -22,10 +22,11 @@ import torch
 
 from replica.agents.adapters import adapter_name, load_adapters
 from replica.agents.loop import Episode, GenerationSettings, run_episodes
+from replica.bases import provide_base
 from replica.config import load_config
 from replica.eval import inputs
 from replica.eval.rollout import Target, build_episodes
-from replica.model import load_base_model, load_tokenizer, resolve_base_path, resolve_device
+from replica.model import load_base_model, load_tokenizer, resolve_device
 
 # --------------------------------------------------------------------------- arguments
 
@@ -54,8 +55,8 @@ if args.limit:
 
 # --------------------------------------------------------------------------- model and adapters
 
-base_path = resolve_base_path(config.model)
-tokenizer = load_tokenizer(base_path, config.model.revision)
+base_path = provide_base(config.model)
+tokenizer = load_tokenizer(base_path, config.model.revision, config.model.chat_template)
 choice = resolve_device(config.model)
 base = load_base_model(config.model, choice, base_path)
 adapters: dict[str, Path] = {}

@@ -101,7 +101,7 @@ def parse_args() -> argparse.Namespace:
 
 def build_base(arch: str, workdir: Path) -> Path:
     """The tiny test base, or a random-weight Qwen2 (`small`, Qwen2.5-0.5B's shape) with its tokenizer."""
-    from replica.train.base import ensure_base
+    from replica.bases.tiny import ensure_base
 
     build = yaml.safe_load((ROOT / "tests/fixtures/tiny_base.yaml").read_text())
     build["corpus"] = [str(ROOT / "tests/fixtures" / c) for c in build["corpus"]]

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from replica.train.base import build_key, built_base_dir, ensure_base, export_prebuilt, load_build_config  # noqa: E402
+from replica.bases.tiny import build_key, built_base_dir, ensure_base, export_prebuilt, load_build_config  # noqa: E402
 
 MAX_COMMITTED_BYTES = 25 * 2**20  # the committed base must stay small enough for a git repository
 

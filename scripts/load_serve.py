@@ -64,7 +64,7 @@ def synthetic_run(work: Path) -> Path:
     """A run with three random LoRA adapters on the tiny test base (for when no demo run exists)."""
     import yaml
 
-    from replica.train.base import ensure_base
+    from replica.bases.tiny import ensure_base
 
     fixtures = ROOT / "tests" / "fixtures"
     raw = yaml.safe_load((fixtures / "tiny_base.yaml").read_text())

@@ -23,7 +23,7 @@ def tiny_base_dir(tmp_path_factory) -> Path:
     """
     import yaml
 
-    from replica.train.base import ensure_base
+    from replica.bases.tiny import ensure_base
 
     raw = yaml.safe_load((FIXTURES / "tiny_base.yaml").read_text())
     raw["corpus"] = [str(FIXTURES / c) for c in raw["corpus"]]

@@ -13,7 +13,8 @@ from test_sandbox import LedgerEnv, call
 
 from replica.agents.loop import Episode, GenerationSettings, chat_turn, run_episodes
 from replica.agents.sandbox import INVALID_ARGUMENTS, STEP_LIMIT, TOOL_EXCEPTION, UNKNOWN_TOOL, Sandbox
-from replica.model import load_tokenizer, training_chat_template
+from replica.model import load_tokenizer
+from replica.templates import training_chat_template
 
 TOOLS = LedgerEnv().tool_schemas()
 

@@ -1,6 +1,7 @@
 """The tiny offline base: tokenizer trained locally, Qwen2 built from config, cached."""
 
-from replica.model import load_tokenizer, training_chat_template
+from replica.model import load_tokenizer
+from replica.templates import training_chat_template
 
 
 def test_tiny_base_tokenizer_splits_digits_and_parses_tool_calls(tiny_base_dir):
@@ -17,7 +18,7 @@ def test_tiny_base_tokenizer_splits_digits_and_parses_tool_calls(tiny_base_dir):
 
 
 def test_base_is_cached_by_config(tiny_base_dir):
-    from replica.train.base import built_base_dir
+    from replica.bases.tiny import built_base_dir
 
     assert (tiny_base_dir / "model.safetensors").exists()
     assert (tiny_base_dir / "build.json").exists()
@@ -36,7 +37,7 @@ def test_interrupted_base_build_resumes_from_its_checkpoint(tmp_path, monkeypatc
     import yaml
     from transformers import AutoModelForCausalLM
 
-    import replica.train.base as base
+    import replica.bases.tiny as base
 
     fixtures = Path(__file__).parent / "fixtures"
     raw = yaml.safe_load((fixtures / "tiny_base.yaml").read_text())
@@ -58,7 +59,7 @@ def test_interrupted_base_build_resumes_from_its_checkpoint(tmp_path, monkeypatc
     assert not target.exists()
     assert (work / "checkpoint-4" / "model.safetensors").is_file()
 
-    with caplog.at_level(logging.INFO, logger="replica.train.base"):
+    with caplog.at_level(logging.INFO, logger="replica.bases.tiny"):
         built = base.ensure_base(config)
     assert f"resuming from {work / 'checkpoint-4'}" in caplog.text
     assert (built / "build.json").is_file() and not work.exists()
@@ -72,7 +73,7 @@ def test_settings_added_later_count_in_the_build_key_only_when_set():
     still matches); set to a non-default value it must give another key."""
     from pathlib import Path
 
-    from replica.train.base import build_key, load_build_config
+    from replica.bases.tiny import build_key, load_build_config
 
     config = load_build_config(Path(__file__).resolve().parents[1] / "configs" / "demo_base.yaml")
     assert build_key(config.model_copy(update={"tie_word_embeddings": False})) != build_key(config)

@@ -105,7 +105,7 @@ def test_every_shipped_config_loads(path):
 
     raw = yaml.safe_load(path.read_text())
     if raw.get("kind") == "base_build":
-        from replica.train.base import load_build_config
+        from replica.bases.tiny import load_build_config
 
         load_build_config(path)
     elif raw.get("kind") == "serve":

@@ -13,7 +13,8 @@ from trl import SFTConfig, SFTTrainer
 from trl.chat_template_utils import qwen3_chat_template
 
 from replica.data.prepared import build_dataset
-from replica.model import load_tokenizer, training_chat_template
+from replica.model import load_tokenizer
+from replica.templates import training_chat_template
 
 TOOLS = [
     {

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from replica.config import load_config
 from replica.data.prepare import prepare
 from replica.data.prepared import SPLITS, list_contributors, load_split, read_contributors
-from replica.model import load_tokenizer, training_chat_template
+from replica.model import load_tokenizer
+from replica.templates import training_chat_template
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 INPUTS = ["tasks.jsonl", "alice.jsonl", "bob.jsonl", "no_consent.jsonl"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from replica.bases.tiny import build_key, export_prebuilt, install_prebuilt, load_build_config
 from replica.errors import UserError
-from replica.train.base import build_key, export_prebuilt, install_prebuilt, load_build_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_BASE = ROOT / "data" / "demo" / "base"
@@ -104,8 +104,8 @@ def test_reduced_demo_base_builds_end_to_end_from_the_demo_config(tmp_path):
     """configs/demo_base.yaml on 60 neutral conversations, a smaller model and 4 steps: the real builder."""
     from transformers import AutoModelForCausalLM
 
+    from replica.bases.tiny import ensure_base
     from replica.model import load_tokenizer
-    from replica.train.base import ensure_base
 
     raw = yaml.safe_load((ROOT / "configs" / "demo_base.yaml").read_text())
     corpus = tmp_path / "corpus.jsonl"

@@ -14,7 +14,8 @@ import torch
 from replica.agents.loop import GenerationSettings, chat_turn
 from replica.eval.fidelity import attribution, fidelity_matrix, preference_accuracy, preference_logprobs
 from replica.eval.likelihood import demonstration_rows, mean_nll, score_rows
-from replica.model import load_tokenizer, training_chat_template
+from replica.model import load_tokenizer
+from replica.templates import training_chat_template
 
 PROMPTS = ["How do I reset my password?", "Where is my order?", "Can I change my address?"]
 

@@ -29,10 +29,9 @@ def test_cuda_without_cuda_is_a_clear_error(monkeypatch):
 
 
 def test_base_path_is_absolute_so_adapters_load_from_any_directory(tmp_path, tiny_base_dir, monkeypatch):
+    from replica.bases import provide_base
     from replica.config import ModelConfig
-    from replica.model import resolve_base_path
 
     monkeypatch.chdir(tiny_base_dir.parent)
     relative = ModelConfig(name_or_path=tiny_base_dir.name)
-    assert resolve_base_path(relative) == str(tiny_base_dir.resolve())
-    assert resolve_base_path(ModelConfig(name_or_path="Qwen/Qwen2.5-0.5B")) == "Qwen/Qwen2.5-0.5B"  # a hub id
+    assert provide_base(relative) == str(tiny_base_dir.resolve())

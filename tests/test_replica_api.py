@@ -11,7 +11,7 @@ from test_serve_fixtures import make_run, serve_run  # noqa: F401  (fixture)
 from replica.agents.batcher import BasePool, GenerationResult
 from replica.agents.replica import load_replica
 from replica.errors import UserError
-from replica.model import template_hash
+from replica.templates import template_hash
 
 QUESTION = [{"role": "user", "content": "Where is my order O-4821?"}]
 

@@ -7,7 +7,7 @@ from train_fixtures import write_config, write_prepared
 from replica.agents.replica import load_replica, recorded_template_hash
 from replica.artifacts import read_manifest, sha256_file
 from replica.config import load_config
-from replica.model import template_hash
+from replica.templates import template_hash
 from replica.train.context import build_context
 from replica.train.sft import train_sft
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from replica.model import load_tokenizer, template_hash, training_chat_template
+from replica.model import load_tokenizer
+from replica.templates import template_hash, training_chat_template
 
 
 def write_adapter(base_dir: Path, target: Path, contributor: str, stage: str, seed: int) -> Path:

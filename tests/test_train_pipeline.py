@@ -52,7 +52,13 @@ def test_pipeline_trains_each_contributor_and_skips_dpo_without_pairs(tmp_path, 
 
 def test_published_adapter_loads_with_plain_peft_and_gives_the_trained_logits(tmp_path, tiny_base_dir):
     prepared = write_prepared(tmp_path / "prepared", {"carol": {"sft": 6}})
-    config = load_config(write_config(tmp_path, tiny_base_dir, prepared, sft={"learning_rate": 2e-2}))
+    # fp32: under bf16 autocast accelerate wraps the trained model's forward in it, and the plain
+    # PEFT model below runs fp32; compared bit for bit, the two must run the same precision.
+    config = load_config(
+        write_config(
+            tmp_path, tiny_base_dir, prepared, sft={"learning_rate": 2e-2}, model={"dtype": "float32"}
+        )
+    )
     ctx = build_context(config)
     trainer, record = build_sft_trainer(ctx, "carol")
     trainer.train()

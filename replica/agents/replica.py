@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING, Any
 from replica.agents.batcher import BasePool, GenerationRequest, GenerationResult, shared_pool
 from replica.agents.envs.base import Environment, get_environment
 from replica.artifacts import final_stage, read_manifest, replica_dir, sha256_file
+from replica.bases import packaged, provide_base
+from replica.config import ModelConfig
 from replica.errors import UserError
-from replica.model import load_tokenizer, template_hash
+from replica.model import load_tokenizer
+from replica.templates import template_hash
 
 if TYPE_CHECKING:
     from replica.agents.loop import Episode
@@ -282,7 +285,7 @@ def load_replica(
     stage = manifest.get("stage") or path.name
     tokenizer = load_tokenizer(str(path))
     check_template(path, manifest, tokenizer)
-    pool = shared_pool(base or recorded_base(path), device)
+    pool = shared_pool(base or recorded_base(path, manifest), device)
     name = f"{contributor}@{stage}"
     pool.add_adapter(name, path)
     return Replica(
@@ -318,12 +321,19 @@ def locate_adapter(path: Path, contributor: str | None, stage: str | None) -> Pa
     return found
 
 
-def recorded_base(path: Path) -> str:
-    """The base the adapter was trained on, as PEFT recorded it in adapter_config.json."""
+def recorded_base(path: Path, manifest: dict[str, Any] | None = None) -> str:
+    """The base the adapter was trained on, as PEFT recorded it in adapter_config.json.
+
+    A packaged base (`packaged:<name>` in replica.json) whose converted folder is gone, e.g. on
+    another machine, is provided again (fetched and converted) instead of failing to load.
+    """
     config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     base = config.get("base_model_name_or_path")
     if not base:
         raise UserError(f"{path}/adapter_config.json: base_model_name_or_path is empty; pass base=")
+    named = ((manifest or {}).get("base_model") or {}).get("name_or_path") or ""
+    if not Path(base).exists() and named.startswith(packaged.PREFIX):
+        return provide_base(ModelConfig(name_or_path=named))
     return base
 
 

@@ -36,7 +36,7 @@ from replica.data.spool import Spools
 from replica.data.template import plain_parts, token_counter
 from replica.data.validate import Outcome, Registry, Validator, collect_registry
 from replica.errors import UserError
-from replica.model import template_hash
+from replica.templates import template_hash
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from replica.data.feedback import chat, tools_json
 from replica.data.records import Demonstration, PreferencePair, Rating, Rewrite
-from replica.model import training_chat_template
+from replica.templates import training_chat_template
 
 # The message lists of each feedback kind after its prompt: each one, appended to the prompt,
 # is one training example.

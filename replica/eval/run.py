@@ -19,6 +19,7 @@ import torch
 from replica.agents.adapters import adapter_name, load_adapters
 from replica.agents.loop import GenerationSettings
 from replica.artifacts import library_versions, sha256_text
+from replica.bases import provide_base
 from replica.config import RunConfig, dump_config
 from replica.errors import UserError
 from replica.eval import inputs
@@ -28,13 +29,8 @@ from replica.eval.plots import plot_cross_success, plot_fidelity, plot_success
 from replica.eval.report import print_leaderboard, write_report
 from replica.eval.rollout import Target, build_episodes, roll_out
 from replica.eval.summary import cross_success, summarize_episodes
-from replica.model import (
-    load_base_model,
-    load_tokenizer,
-    resolve_base_path,
-    resolve_device,
-    training_chat_template,
-)
+from replica.model import load_base_model, load_tokenizer, resolve_device
+from replica.templates import training_chat_template
 
 log = logging.getLogger(__name__)
 STAGES = ("base", "sft", "dpo")
@@ -83,8 +79,8 @@ def run_eval(
     started = time.perf_counter()
     plan = make_plan(config, contributor, stages)
     torch.manual_seed(config.seed)
-    base_path = resolve_base_path(config.model)
-    tokenizer = load_tokenizer(base_path, config.model.revision)
+    base_path = provide_base(config.model)
+    tokenizer = load_tokenizer(base_path, config.model.revision, config.model.chat_template)
     choice = resolve_device(config.model)
     base = load_base_model(config.model, choice, base_path)
     model = load_adapters(base, {adapter_name(c, s): path for (c, s), path in plan.adapters.items()})

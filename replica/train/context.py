@@ -15,16 +15,10 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from replica.artifacts import canonical_json, sha256_dir, sha256_text
+from replica.bases import provide_base
 from replica.config import RunConfig
-from replica.model import (
-    DeviceChoice,
-    load_base_model,
-    load_tokenizer,
-    resolve_base_path,
-    resolve_device,
-    template_hash,
-    training_chat_template,
-)
+from replica.model import DeviceChoice, confirm_precision, load_base_model, load_tokenizer, resolve_device
+from replica.templates import template_hash, training_chat_template
 from replica.train.data import PreparedInfo, read_prepared_info
 
 log = logging.getLogger(__name__)
@@ -63,17 +57,13 @@ class TrainContext:
 
 
 def build_context(config: RunConfig) -> TrainContext:
-    """Resolve the base (building the tiny one when `model.build` is set), device and tokenizer."""
-    if config.model.build:
-        from replica.train.base import ensure_base
-
-        ensure_base(config.model.build)
-    base_path = resolve_base_path(config.model)
+    """Provide the base (built, converted or checked by its provider), device and tokenizer."""
+    base_path = provide_base(config.model)
     choice = resolve_device(config.model)
-    tokenizer = load_tokenizer(base_path, config.model.revision)
+    tokenizer = load_tokenizer(base_path, config.model.revision, config.model.chat_template)
     # Train (and ship) the template with generation markers, so loss falls on assistant turns only.
     tokenizer.chat_template = training_chat_template(tokenizer)
-    return TrainContext(
+    ctx = TrainContext(
         config=config,
         choice=choice,
         base_path=base_path,
@@ -81,6 +71,11 @@ def build_context(config: RunConfig) -> TrainContext:
         prepared=read_prepared_info(config.prepared_dir),
         base_info=describe_base(config, base_path, tokenizer),
     )
+    if choice.autocast:
+        # bf16 autocast is kept only if this model's loss agrees with fp32, which needs the model:
+        # load it now, before any stage builds its trainer arguments from `ctx.choice`.
+        ctx.choice = confirm_precision(ctx.base_model(), choice)
+    return ctx
 
 
 def describe_base(config: RunConfig, base_path: str, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
@@ -93,6 +88,7 @@ def describe_base(config: RunConfig, base_path: str, tokenizer: PreTrainedTokeni
         "revision": config.model.revision,
         "content_hash": content_hash,
         "build": config.model.build,
+        "chat_template": config.model.chat_template,
         "tokenizer_hash": sha256_text(canonical_json(tokenizer.get_vocab())),
         "chat_template_hash": template_hash(tokenizer),
     }

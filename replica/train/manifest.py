@@ -62,6 +62,7 @@ def build_manifest(ctx: TrainContext, record: StageRecord) -> dict[str, Any]:
         "device": {
             "device": ctx.choice.device,
             "dtype": str(ctx.choice.dtype).removeprefix("torch."),
+            "precision": ctx.choice.precision,
             "world_size": world_size(),
         },
         "started_at": record.started_at,

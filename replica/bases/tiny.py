@@ -28,6 +28,7 @@ from replica.artifacts import (
     sha256_text,
     utc_now,
 )
+from replica.config import ModelConfig
 from replica.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,7 @@ def pretrain(model, tokenizer, conversations: list[dict], config: BaseBuildConfi
     from datasets import Dataset, Features, Json, List
     from trl import SFTConfig, SFTTrainer
 
-    from replica.model import training_chat_template
+    from replica.templates import training_chat_template
 
     features = Features({"messages": List(Json()), "tools": Json()})
     dataset = Dataset.from_list(conversations, features=features)
@@ -361,3 +362,16 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+# --------------------------------------------------------------------------- provider
+
+
+def claims(config: ModelConfig) -> bool:
+    """`model.build: <base-build YAML>` names the tiny base."""
+    return bool(config.build)
+
+
+def provide(config: ModelConfig) -> str:
+    """The built base's absolute directory, built (or installed from its committed copy) first if missing."""
+    return str(ensure_base(config.build).resolve())

@@ -35,21 +35,24 @@ def agent(tiny_base_dir):
 
 
 @pytest.fixture(scope="module")
-def mixed(agent, tmp_path_factory):
-    """The agent base with two random LoRA adapters ("one", "two") loaded by name, as eval loads them."""
+def mixed(tiny_base_dir, tmp_path_factory):
+    """The agent base with two random LoRA adapters ("one", "two") loaded by name, as eval loads them
+    (its own copy: PEFT injects the adapters into the model it wraps)."""
     from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
 
     from replica.agents.adapters import load_adapters
 
-    model, tokenizer = agent
+    path = agent_base(tiny_base_dir)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path).eval(), load_tokenizer(str(path))
     torch.manual_seed(1)
     lora = LoraConfig(r=4, lora_alpha=4, target_modules="all-linear", init_lora_weights=False)
     peft_model = get_peft_model(model, lora, adapter_name="one")
     peft_model.add_adapter("two", lora)
-    path = tmp_path_factory.mktemp("adapters")
-    peft_model.save_pretrained(path)
+    saved = tmp_path_factory.mktemp("adapters")
+    peft_model.save_pretrained(saved)
     base = peft_model.unload()
-    return load_adapters(base, {"one": path / "one", "two": path / "two"}), tokenizer
+    return load_adapters(base, {"one": saved / "one", "two": saved / "two"}), tokenizer
 
 
 def _episode(
@@ -159,3 +162,37 @@ def test_the_store_keeps_turns_within_its_bound_least_recently_used_first():
 
 def _on() -> dict:
     return {"turn_cache": True, "prefix_cache": True}
+
+
+@torch.inference_mode()
+def test_a_batch_reading_cached_starts_computes_what_a_full_prefill_computes(agent):
+    """Rows of different lengths, each reading a different cached start (or none), left-padded
+    together: every row's next-token logits and keys/values equal those of its own full prefill."""
+    from replica.agents.cache_store import _prefill
+    from replica.agents.kv_cache import cached_batch, row_caches
+
+    model, tokenizer = agent
+    prompts = [render_prompt(tokenizer, _episode(r).messages, TOOLS) for r in REQUESTS[:3]]
+    prompts[1] = prompts[1][:20]  # a short row that reads nothing
+    prompts[2] = prompts[2][:-40]  # a shorter one that reads more than it computes
+    full = [_prefill(model, None, p) for p in prompts]
+    reused = [full[0].cropped(len(prompts[0]) - 30), None, full[2].cropped(len(prompts[2]) - 10)]
+    layout = cached_batch(model, prompts, reused, tokenizer.pad_token_id, new_tokens=4)
+    past = layout.cache.get_seq_length()
+    positions = (layout.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(
+        input_ids=layout.input_ids[:, past:],
+        attention_mask=layout.attention_mask,
+        position_ids=positions[:, past:],
+        cache=layout.cache,
+    ).logits[:, -1]
+    for row, prompt in enumerate(prompts):
+        alone = model(input_ids=torch.tensor([prompt])).logits[0, -1]
+        torch.testing.assert_close(logits[row], alone, atol=1e-4, rtol=1e-4)
+    assert layout.computed == [30, 20, 30]  # row 2 computes 20 of its cached tokens again: one width
+    assert past == len(prompts[0]) - 30
+    for cut, whole in zip(row_caches(layout.cache, prompts, layout.starts), full, strict=True):
+        assert cut.ids == whole.ids
+        for (keys, values), (keys_alone, values_alone) in zip(cut.layers, whole.layers, strict=True):
+            torch.testing.assert_close(keys, keys_alone, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(values, values_alone, atol=1e-4, rtol=1e-4)

@@ -10,6 +10,10 @@ run of tokens any row must compute, every row feeds its last `width` tokens (a r
 covers more re-computes a few cached tokens) and reads the tokens before them from the cache,
 left-padded to a common length. Position ids come from the attention mask, so each row's tokens
 keep the positions they had when they were cached.
+
+Its layers (`RoomyLayer`) are transformers' `DynamicLayer` with room reserved for the turn: the
+stock layer concatenates the whole cache with each new token, a copy that was the largest single
+cost of a decode step on CPU (measured with cProfile on the demo: `torch.cat` 4.3 s of 20 s).
 """
 
 from __future__ import annotations
@@ -66,10 +70,44 @@ def supports_row_caches(model) -> bool:
     return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
+class RoomyLayer(DynamicLayer):
+    """A full-attention cache layer that writes new keys and values into room reserved ahead
+    (`room` tokens in all, doubled when outgrown) instead of concatenating the whole cache each step.
+    `keys` and `values` are views of the filled part, so everything that reads a `DynamicLayer`
+    (sequence length, masks, cropping) reads it unchanged."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self._keys: torch.Tensor | None = None
+        self._values: torch.Tensor | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        length = self.get_seq_length()
+        end = length + key_states.shape[-2]
+        if self._keys is None or end > self._keys.shape[-2]:
+            self._keys = _grown(self._keys, self.keys, key_states, max(self.room, 2 * end))
+            self._values = _grown(self._values, self.values, value_states, max(self.room, 2 * end))
+        self._keys[:, :, length:end] = key_states
+        self._values[:, :, length:end] = value_states
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+
+def roomy_cache(model, room: int) -> DynamicCache:
+    """An empty cache of `RoomyLayer`s, one per layer of the model, each with room for `room` tokens."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [RoomyLayer(room) for _ in cache.layers]
+    return cache
+
+
 def cached_batch(
-    model, prompts: list[list[int]], reused: list[RowCache | None], pad_token_id: int
+    model, prompts: list[list[int]], reused: list[RowCache | None], pad_token_id: int, new_tokens: int
 ) -> CachedBatch:
-    """Lay out `prompts` so that each row reads its `reused` prefix (None: nothing) from the cache.
+    """Lay out `prompts` so that each row reads its `reused` prefix (None: nothing) from the cache,
+    with room in the cache for `new_tokens` generated tokens.
 
     Each reused cache must hold a prefix of its prompt shorter than the prompt (a row computes at
     least its last token, whose logits start the turn).
@@ -84,17 +122,15 @@ def cached_batch(
     ids = [[pad_token_id] * (total - len(p)) + p for p in prompts]
     mask = [[0] * (total - len(p)) + [1] * len(p) for p in prompts]
     device = model.device
-    cache = DynamicCache(config=model.config)
+    cache = roomy_cache(model, total + new_tokens)
     if past:
         sample = next(r for r, k in zip(reused, keep, strict=True) if k)
-        layers = []
-        for layer in range(len(sample.layers)):
+        for index, layer in enumerate(cache.layers):
             keys, values = zip(
-                *(_left_padded(r, layer, k, past, sample) for r, k in zip(reused, keep, strict=True)),
+                *(_left_padded(r, index, k, past, sample) for r, k in zip(reused, keep, strict=True)),
                 strict=True,
             )
-            layers.append((torch.cat(keys).to(device), torch.cat(values).to(device)))
-        cache = DynamicCache(layers, config=model.config)
+            layer.update(torch.cat(keys).to(device), torch.cat(values).to(device))
     return CachedBatch(
         input_ids=torch.tensor(ids, device=device),
         attention_mask=torch.tensor(mask, device=device),
@@ -123,6 +159,15 @@ def row_caches(cache: DynamicCache, sequences: list[list[int]], starts: list[int
         ]
         rows.append(RowCache(sequence[:n], layers))
     return rows
+
+
+def _grown(buffer: torch.Tensor | None, filled: torch.Tensor, like: torch.Tensor, room: int) -> torch.Tensor:
+    """A new buffer of `room` tokens holding what `filled` holds (the old buffer is dropped)."""
+    shape = (like.shape[0], like.shape[1], room, like.shape[3])
+    grown = like.new_zeros(shape)
+    if buffer is not None and filled.numel():
+        grown[:, :, : filled.shape[-2]] = filled
+    return grown
 
 
 def _left_padded(

@@ -85,13 +85,16 @@ def run_episodes(
     episodes: list[Episode],
     settings: GenerationSettings = GenerationSettings(),
     batch_size: int = 16,
+    caches: CacheStore | None = None,
 ) -> list[Episode]:
     """Advance every episode to its end (final answer, step limit or context limit), in batches.
 
     `batch_size=1` runs them one at a time; with greedy decoding both give the same episodes, and
     so do runs with and without the caches (`settings.turn_cache`, `settings.prefix_cache`).
+    `caches` (default: a fresh store for this call, as the settings say) may be passed to read its
+    counters or to share prefixes across calls; it must not outlive a change of adapter weights.
     """
-    store = _cache_store(model, settings)
+    store = caches if caches is not None else cache_store(model, settings)
     round_index = 0
     while active := [e for e in episodes if not e.done]:
         pending = []
@@ -102,7 +105,7 @@ def run_episodes(
             else:
                 _finish(episode, STOP_CONTEXT)
         reused = _reusable(store, model, tokenizer, pending)
-        rows = sorted(zip(pending, reused, strict=True), key=_fresh_tokens)  # less padding per batch
+        rows = sorted(zip(pending, reused, strict=True), key=_batch_order)
         for chunk in _chunks(rows, batch_size):
             turns = generate_turns(
                 model,
@@ -200,7 +203,7 @@ def generate_turns(
             Turn(_until_eos(row[width:].tolist(), eos_ids), len(p))
             for row, p in zip(output, prompts, strict=True)
         ]
-    layout = cached_batch(model, prompts, reused, tokenizer.pad_token_id)
+    layout = cached_batch(model, prompts, reused, tokenizer.pad_token_id, settings.max_new_tokens)
     with _adapters_for(model, adapters, kwargs):
         output = model.generate(
             input_ids=layout.input_ids, attention_mask=layout.attention_mask, cache=layout.cache, **kwargs
@@ -273,8 +276,9 @@ def _normalize_call(call: dict[str, Any]) -> dict[str, Any]:
     return normalized
 
 
-def _cache_store(model: PreTrainedModel, settings: GenerationSettings) -> CacheStore | None:
-    """This run's caches, or None when both are off or the model's cache cannot be cut by rows."""
+def cache_store(model: PreTrainedModel, settings: GenerationSettings) -> CacheStore | None:
+    """A fresh store for the settings' caches; None when both are off or the model's cache cannot
+    be cut by rows (sliding-window or linear-attention layers: those models are prefilled in full)."""
     if not (settings.turn_cache or settings.prefix_cache) or not supports_row_caches(model):
         return None
     return CacheStore(settings.cache_mb * 2**20, turns=settings.turn_cache, prefixes=settings.prefix_cache)
@@ -295,10 +299,12 @@ def _reusable(
     return [store.reusable(id(episode), episode.adapter, prompt) for episode, prompt in pending]
 
 
-def _fresh_tokens(row: tuple[tuple[Episode, list[int]], RowCache | None]) -> tuple[int, int]:
-    """Sort key: prompt tokens a row must compute, then its length (alike rows share a batch)."""
-    (_, prompt), cache = row
-    return len(prompt) - (len(cache.ids) if cache else 0), len(prompt)
+def _batch_order(row: tuple[tuple[Episode, list[int]], RowCache | None]) -> tuple[str, int, int]:
+    """Sort key: adapter, then prompt tokens to compute, then length. A batch then holds few
+    adapters (PEFT's mixed-adapter forward loops over the distinct adapters of a batch in every
+    LoRA layer, so each one costs time at every step) and rows of alike lengths (less padding)."""
+    (episode, prompt), cache = row
+    return episode.adapter or "", len(prompt) - (len(cache.ids) if cache else 0), len(prompt)
 
 
 def _generation_kwargs(

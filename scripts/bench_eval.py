@@ -88,7 +88,9 @@ for contributor in contributors:
         adapters[adapter_name(contributor, stage)] = found
 model = load_adapters(base, adapters)
 targets = [Target(c, s, None if s == "base" else adapter_name(c, s)) for c in contributors for s in stages]
-settings = GenerationSettings(max_new_tokens=config.eval.max_new_tokens, seed=config.seed)
+settings = GenerationSettings(
+    max_new_tokens=config.eval.max_new_tokens, seed=config.seed, cache_mb=config.eval.cache_mb
+)
 batch_size = args.batch_size or config.eval.batch_size
 
 

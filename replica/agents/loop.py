@@ -104,6 +104,8 @@ def run_episodes(
                 pending.append((episode, prompt))
             else:
                 _finish(episode, STOP_CONTEXT)
+                if store is not None:
+                    store.drop_turn(id(episode))
         reused = _reusable(store, model, tokenizer, pending)
         rows = sorted(zip(pending, reused, strict=True), key=_batch_order)
         for chunk in _chunks(rows, batch_size):
@@ -115,6 +117,7 @@ def run_episodes(
                 settings,
                 seed_offset=round_index,
                 reused=[cache for _, cache in chunk] if store else None,
+                keep_caches=store is not None and store.turns,
             )
             for ((episode, prompt), _), turn in zip(chunk, turns, strict=True):
                 episode.prefilled_tokens += turn.computed
@@ -184,12 +187,14 @@ def generate_turns(
     settings: GenerationSettings,
     seed_offset: int = 0,
     reused: list[RowCache | None] | None = None,
+    keep_caches: bool = True,
 ) -> list[Turn]:
     """Generate one turn per prompt in one generate() call.
 
     Without `reused` every prompt is prefilled in full. With it (one entry per row: the cached
-    start of that row's prompt, or None), each row reads that start from the cache, computes the
-    rest, and its `Turn.cache` holds the keys and values of its prompt and new tokens.
+    start of that row's prompt, or None), each row reads that start from the cache and computes
+    the rest; with `keep_caches`, its `Turn.cache` then holds the keys and values of its prompt
+    and new tokens.
     """
     eos_ids = _eos_ids(model, tokenizer)
     kwargs = _generation_kwargs(tokenizer, settings, eos_ids, seed_offset)
@@ -210,6 +215,8 @@ def generate_turns(
         )
     width = layout.input_ids.shape[1]
     new_ids = [_until_eos(row[width:].tolist(), eos_ids) for row in output]
+    if not keep_caches:
+        return [Turn(*row) for row in zip(new_ids, layout.computed, strict=True)]
     caches = row_caches(layout.cache, [p + n for p, n in zip(prompts, new_ids, strict=True)], layout.starts)
     return [Turn(*row) for row in zip(new_ids, layout.computed, caches, strict=True)]
 

@@ -1,14 +1,17 @@
-"""Benchmark the evaluation's agent loop: one episode and one adapter at a time vs mixed-adapter batches.
+"""Benchmark the evaluation's agent loop: one at a time vs batched, without and with the rollout caches.
 
-    python scripts/bench_eval.py configs/demo.yaml                      # demo suite, trained adapters if any
-    python scripts/bench_eval.py configs/demo.yaml --synthetic --limit 8  # random adapters, 8 tasks each
-    python scripts/bench_eval.py configs/demo.yaml --set model.device=cuda --batch-size 64
+    python scripts/bench_eval.py configs/demo.yaml --limit 12 --synthetic  # the documented run (docs/eval.md)
+    python scripts/bench_eval.py configs/demo.yaml                         # whole suite, trained adapters if any
+    python scripts/bench_eval.py configs/demo.yaml --sides a,d --set model.device=cuda --batch-size 128
 
 Reads the run's prepared held-out tasks (run `replica data prepare CONFIG` first) and, per
 contributor and stage, the published adapter; with --synthetic (or when none is published) it
-attaches small random LoRA adapters instead, which exercise the same code path. Both modes run the
-same episodes greedily; the script prints both wall times, the ratio, and how many episodes came out
-identical (messages and end state), and writes bench_eval.json under --out.
+attaches random LoRA adapters of the config's rank and target modules instead, which exercise the
+same code path. Four sides run the same episodes greedily, one after the other: (a) one episode at a
+time without cache, (b) mixed-adapter batches without cache, (c) batches + turn cache, (d) batches +
+turn cache + shared prefix (what `replica eval` does). It prints, per side, wall and CPU seconds,
+episodes/s, generated and prefilled tokens, how many episodes equal side a's (messages, end state,
+stop reason) and the ratios to side a, and writes bench_eval.json under --out.
 """
 
 from __future__ import annotations

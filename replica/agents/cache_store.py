@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -44,7 +45,7 @@ class CacheStore:
         self._bytes = 0
         self._prefix_ids: dict[str, list[int]] = {}
 
-    def reusable(self, episode_key: int, adapter: str | None, prompt: list[int]) -> RowCache | None:
+    def reusable(self, episode_key: Hashable, adapter: str | None, prompt: list[int]) -> RowCache | None:
         """The longest cached start of `prompt` for this episode and adapter (None: nothing cached).
 
         Always leaves the prompt's last token to compute: its logits begin the turn.
@@ -65,18 +66,18 @@ class CacheStore:
             self._entries.move_to_end(best_key)
         return best
 
-    def keep_turn(self, episode_key: int, cache: RowCache) -> None:
+    def keep_turn(self, episode_key: Hashable, cache: RowCache) -> None:
         """Remember what an episode's model has read, for its next turn."""
         if self.turns:
             self._put(("turn", episode_key), cache)
 
-    def drop_turn(self, episode_key: int) -> None:
+    def drop_turn(self, episode_key: Hashable) -> None:
         """Forget an episode's cache (it has ended)."""
         entry = self._entries.pop(("turn", episode_key), None)
         if entry is not None:
             self._bytes -= entry.nbytes
 
-    def has_turn(self, episode_key: int) -> bool:
+    def has_turn(self, episode_key: Hashable) -> bool:
         return ("turn", episode_key) in self._entries
 
     def prefill_prefixes(

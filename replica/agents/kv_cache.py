@@ -95,6 +95,22 @@ class RoomyLayer(DynamicLayer):
         self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
         return self.keys, self.values
 
+    def fill(self, rows: list[tuple[torch.Tensor, torch.Tensor] | None], keep: list[int], past: int) -> None:
+        """Start with each row's first `keep[r]` cached keys and values, right-aligned at column
+        `past`, zeros to their left (padding the attention mask hides): written straight into the
+        reserved room, one copy per row."""
+        keys, values = next(row for row, k in zip(rows, keep, strict=True) if k)
+        self._keys = keys.new_empty((len(rows), keys.shape[1], max(self.room, past), keys.shape[3]))
+        self._values = values.new_empty((len(rows), values.shape[1], max(self.room, past), values.shape[3]))
+        for index, (row, k) in enumerate(zip(rows, keep, strict=True)):
+            self._keys[index, :, : past - k] = 0
+            self._values[index, :, : past - k] = 0
+            if k:
+                self._keys[index, :, past - k : past] = row[0][0, :, :k]
+                self._values[index, :, past - k : past] = row[1][0, :, :k]
+        self.keys, self.values = self._keys[:, :, :past], self._values[:, :, :past]
+        self.device, self.is_initialized = keys.device, True
+
 
 def roomy_cache(model, room: int) -> DynamicCache:
     """An empty cache of `RoomyLayer`s, one per layer of the model, each with room for `room` tokens."""
@@ -124,13 +140,8 @@ def cached_batch(
     device = model.device
     cache = roomy_cache(model, total + new_tokens)
     if past:
-        sample = next(r for r, k in zip(reused, keep, strict=True) if k)
         for index, layer in enumerate(cache.layers):
-            keys, values = zip(
-                *(_left_padded(r, index, k, past, sample) for r, k in zip(reused, keep, strict=True)),
-                strict=True,
-            )
-            layer.update(torch.cat(keys).to(device), torch.cat(values).to(device))
+            layer.fill([r.layers[index] if r else None for r in reused], keep, past)
     return CachedBatch(
         input_ids=torch.tensor(ids, device=device),
         attention_mask=torch.tensor(mask, device=device),
@@ -162,23 +173,10 @@ def row_caches(cache: DynamicCache, sequences: list[list[int]], starts: list[int
 
 
 def _grown(buffer: torch.Tensor | None, filled: torch.Tensor, like: torch.Tensor, room: int) -> torch.Tensor:
-    """A new buffer of `room` tokens holding what `filled` holds (the old buffer is dropped)."""
+    """A new buffer of `room` tokens holding what `filled` holds (the old buffer is dropped). Left
+    uninitialized: every column is written before the `keys`/`values` views reach it."""
     shape = (like.shape[0], like.shape[1], room, like.shape[3])
-    grown = like.new_zeros(shape)
+    grown = like.new_empty(shape)
     if buffer is not None and filled.numel():
         grown[:, :, : filled.shape[-2]] = filled
     return grown
-
-
-def _left_padded(
-    row: RowCache | None, layer: int, keep: int, past: int, sample: RowCache
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One row's first `keep` cached keys and values for a layer, zero-padded on the left to `past`
-    (the attention mask hides the padding)."""
-    shape_keys, shape_values = (t.shape for t in sample.layers[layer])
-    keys = sample.layers[layer][0].new_zeros((1, shape_keys[1], past, shape_keys[3]))
-    values = sample.layers[layer][1].new_zeros((1, shape_values[1], past, shape_values[3]))
-    if keep:
-        keys[:, :, past - keep :] = row.layers[layer][0][:, :, :keep]
-        values[:, :, past - keep :] = row.layers[layer][1][:, :, :keep]
-    return keys, values

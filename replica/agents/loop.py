@@ -105,7 +105,7 @@ def run_episodes(
             else:
                 _finish(episode, STOP_CONTEXT)
                 if store is not None:
-                    store.drop_turn(id(episode))
+                    store.drop_turn(_key(episode))
         reused = _reusable(store, model, tokenizer, pending)
         rows = sorted(zip(pending, reused, strict=True), key=_batch_order)
         for chunk in _chunks(rows, batch_size):
@@ -123,9 +123,9 @@ def run_episodes(
                 episode.prefilled_tokens += turn.computed
                 _advance(episode, tokenizer, prompt, turn.new_ids)
                 if store is not None and turn.cache is not None and not episode.done:
-                    store.keep_turn(id(episode), turn.cache)
+                    store.keep_turn(_key(episode), turn.cache)
                 elif store is not None:
-                    store.drop_turn(id(episode))
+                    store.drop_turn(_key(episode))
         round_index += 1
     return episodes
 
@@ -301,9 +301,15 @@ def _reusable(
     now, once per adapter and prefix, for the rows that have no turn cache)."""
     if store is None:
         return [None] * len(pending)
-    starts = [(e.adapter, e.messages, e.tools) for e, _ in pending if not store.has_turn(id(e))]
+    starts = [(e.adapter, e.messages, e.tools) for e, _ in pending if not store.has_turn(_key(e))]
     store.prefill_prefixes(model, tokenizer, starts)
-    return [store.reusable(id(episode), episode.adapter, prompt) for episode, prompt in pending]
+    return [store.reusable(_key(episode), episode.adapter, prompt) for episode, prompt in pending]
+
+
+def _key(episode: Episode) -> tuple[int, str | None]:
+    """An episode's turn-cache key. With its adapter: a store shared across calls may see an id
+    again, and keys and values computed by one adapter must never be read with another."""
+    return id(episode), episode.adapter
 
 
 def _batch_order(row: tuple[tuple[Episode, list[int]], RowCache | None]) -> tuple[str, int, int]:

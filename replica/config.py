@@ -174,6 +174,16 @@ class EvalConfig(Section):
     k: int = Field(1, ge=1, description="Samples per task for pass^k (k > 1 samples with temperature).")
     temperature: float = Field(0.0, ge=0)
     batch_size: int = Field(16, gt=0)
+    turn_cache: bool = Field(
+        True, description="Carry each episode's KV cache from one turn to the next (off: prefill every turn)."
+    )
+    prefix_cache: bool = Field(
+        True,
+        description="Prefill each adapter's system prompt + tool schemas once for all episodes that start with it.",
+    )
+    cache_mb: int = Field(
+        2048, gt=0, description="Memory for both caches between turns (least recently used dropped first)."
+    )
     cross: bool = Field(
         False,
         description="Also run each contributor's final replica on every other contributor's held-out "

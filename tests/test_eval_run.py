@@ -221,6 +221,28 @@ def test_same_command_twice_gives_the_same_report(eval_run):
     assert {name: (out / name).read_bytes() for name in files} == first
 
 
+def test_the_rollout_caches_change_no_result(eval_run, monkeypatch):
+    """`eval.turn_cache` / `eval.prefix_cache` reach the agent loop, and turning them off gives the
+    same episodes, so the same results.csv, byte for byte."""
+    import replica.eval.run as run_module
+
+    config, _, _ = eval_run
+    out = config.run_dir / "eval"
+    used = []
+    roll_out = run_module.roll_out
+    monkeypatch.setattr(
+        run_module,
+        "roll_out",
+        lambda m, t, e, settings, b: used.append(settings) or roll_out(m, t, e, settings, b),
+    )
+    run_eval(config, "bob", ["base", "sft"], quiet=True)
+    cached = (out / "results.csv").read_bytes()
+    off = config.eval.model_copy(update={"turn_cache": False, "prefix_cache": False})
+    run_eval(config.model_copy(update={"eval": off}), "bob", ["base", "sft"], quiet=True)
+    assert [(s.turn_cache, s.prefix_cache) for s in used] == [(True, True), (False, False)]
+    assert (out / "results.csv").read_bytes() == cached
+
+
 def test_cli_eval_filters_and_reports_user_mistakes(eval_run, capsys):
     config, _, config_path = eval_run
     with pytest.raises(SystemExit) as exit_info:

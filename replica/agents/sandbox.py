@@ -8,6 +8,7 @@ every further call is refused with a `step_limit` error, so a runaway model cann
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,12 +94,24 @@ def _schema_problem(arguments: Any, schema: dict[str, Any]) -> str | None:
     unexpected = sorted(set(arguments) - set(parameters.get("properties") or {}))
     if unexpected:
         return f"unexpected argument(s) {', '.join(unexpected)}"
-    try:
-        jsonschema.validate(arguments, parameters)
-    except jsonschema.ValidationError as err:
+    # What jsonschema.validate does, with the schema checked once per schema rather than per call
+    # (re-checking it was a tenth of an evaluation's time with the rollout caches on).
+    err = jsonschema.exceptions.best_match(
+        _validator(json.dumps(parameters, sort_keys=True)).iter_errors(arguments)
+    )
+    if err is not None:
         where = ".".join(str(p) for p in err.absolute_path) or "(arguments)"
         return f"{where}: {err.message}"
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    """A validator for one parameter schema (given as JSON: hashable), the schema itself checked once."""
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
 def _render(result: Any) -> str:

@@ -142,6 +142,9 @@ def evaluate_tasks(model, tokenizer, config: RunConfig, plan: EvalPlan, data: di
         max_new_tokens=config.eval.max_new_tokens,
         temperature=config.eval.temperature,
         seed=config.seed,
+        turn_cache=config.eval.turn_cache,
+        prefix_cache=config.eval.prefix_cache,
+        cache_mb=config.eval.cache_mb,
     )
     if config.eval.k > 1 and config.eval.temperature == 0:
         log.warning("eval.k=%d with temperature 0: the k samples are identical (greedy)", config.eval.k)

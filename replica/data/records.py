@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from replica import safe_json
 from replica.artifacts import canonical_json, sha256_text
 
 SLUG_PATTERN = r"^[a-z0-9_-]{1,64}$"
@@ -50,11 +51,13 @@ class FunctionCall(_Strict):
         """OpenAI files carry arguments as a JSON string: decode it once, keep it only if it is an object."""
         if isinstance(value, str):
             try:
-                decoded = json.loads(value) if value.strip() else {}
+                decoded = safe_json.loads(value) if value.strip() else {}
             except json.JSONDecodeError as err:
                 raise ValueError(
                     f"arguments string is not valid JSON ({err.msg} at char {err.pos})"
                 ) from None
+            except safe_json.TooDeep as err:
+                raise ValueError(f"arguments string is not valid JSON ({err})") from None
             if not isinstance(decoded, dict):
                 raise ValueError(
                     f"arguments must decode to a JSON object, found {type(decoded).__name__}: {value[:60]!r}"

@@ -238,7 +238,12 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, text = item.split("=", 1)
     if not key.strip():
         raise ConfigError(f"--set {item!r}: empty key")
-    return key.strip(), yaml.safe_load(text) if text.strip() else ""
+    try:
+        return key.strip(), yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"--set {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)})"
+        ) from None
 
 
 def _load_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, dict[str, str]]:
@@ -249,6 +254,10 @@ def _load_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, dict[s
         raise ConfigError(f"{path}: extends: cycle through {' -> '.join(str(p) for p in seen)}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -256,6 +265,8 @@ def _load_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, dict[s
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections, found {type(data).__name__}")
     parent_name = data.pop("extends", None)
+    if parent_name is not None and not isinstance(parent_name, str):
+        raise ConfigError(f"{path}: extends: expected the path of a config file, found {parent_name!r}")
     merged: dict = {}
     origin: dict[str, str] = {}
     if parent_name:

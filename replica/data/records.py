@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -129,11 +130,27 @@ class ToolSchema(BaseModel):
             raise ValueError(
                 f"function.parameters must be a JSON schema object, found {type(params).__name__}"
             )
+        if params and (problem := schema_problem(canonical_json(params))):
+            raise ValueError(f"function.parameters is not a valid JSON Schema: {problem}")
         return value
 
     @property
     def name(self) -> str:
         return self.function["name"]
+
+
+@lru_cache(maxsize=512)
+def schema_problem(schema_json: str) -> str | None:
+    """Why a tool's parameter schema is not a valid JSON Schema (None when it is), so the argument
+    check never runs jsonschema on a broken schema (which raises instead of reporting)."""
+    from jsonschema import Draft202012Validator, SchemaError
+
+    try:
+        Draft202012Validator.check_schema(json.loads(schema_json))
+    except SchemaError as err:
+        where = "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in err.absolute_path)
+        return f"{where or 'top level'}: {err.message}"
+    return None
 
 
 # --------------------------------------------------------------------------- contributors and tasks

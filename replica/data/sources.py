@@ -104,7 +104,13 @@ def _iter_json_array(path: Path) -> Iterator[RawItem]:
     line = 1 + text.count("\n", 0, pos)
     while True:
         pos, line = _skip_space(text, pos, line)
-        if pos >= len(text) or text[pos] == "]":
+        if pos >= len(text):
+            yield RawItem(name, line, "", error="the JSON array is not closed: no ] at the end of the file")
+            return
+        if text[pos] == "]":
+            if rest := text[pos + 1 :].strip():  # e.g. JSON Lines whose first line is an array
+                reason = "text after the closing ] of the JSON array (a .json file holds one array; JSON Lines need an object per line)"
+                yield RawItem(name, line, rest[:200], error=reason)
             return
         try:
             obj, end = decoder.raw_decode(text, pos)

@@ -194,10 +194,17 @@ class Validator:
         except (KeyError, TypeError, AttributeError, IndexError, ValueError) as err:
             reason = f"row does not fit the {module.NAME} format ({type(err).__name__}: {err})"
             return [Outcome("rejected", UNKNOWN, _owner(item.obj, spec), item, reason=reason)]
+        if not converted:  # nothing silently dropped: a row that yields no record is a rejection
+            reason = f"the row holds no record the {module.NAME} format can import"
+            return [Outcome("rejected", UNKNOWN, _owner(item.obj, spec), item, reason=reason)]
         return [self._check(data, item) for data in converted]
 
     def _check(self, data: dict[str, Any], item: RawItem) -> Outcome:
-        kind = data.get("kind") if data.get("kind") in RECORD_TYPES else UNKNOWN
+        kind = (
+            data.get("kind")
+            if isinstance(data.get("kind"), str) and data["kind"] in RECORD_TYPES
+            else UNKNOWN
+        )
         owned = kind not in ("contributor", "task")
         cid = data.get("contributor_id") if owned and isinstance(data.get("contributor_id"), str) else UNKNOWN
         outcome = Outcome("rejected", kind, cid if owned else "-", item)

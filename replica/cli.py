@@ -104,6 +104,10 @@ def data_validate(
     if not report.contributors_checked:
         console.print("contributor ids not checked: none of these files holds contributor records")
     console.print(report.counts.summary())
+    from replica.data.rejections import rejection_lines
+
+    for line in rejection_lines(report.rejections, "each one listed above"):
+        console.print(line, soft_wrap=True, markup=False)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -122,8 +126,11 @@ def data_prepare(config: Path = ConfigArg, set_: list[str] = SetOpt, strict: boo
         ensure_base(run_config.model.build)
     tokenizer = load_tokenizer(resolve_base_path(run_config.model), run_config.model.revision)
     result = prepare(run_config, tokenizer, strict=strict)
-    console.print(result.summary(), soft_wrap=True)
+    console.print(result.summary(), soft_wrap=True, markup=False)
     print(result.prepared_dir)
+    if not result.accepted_records:  # an empty prepared set is not a success a script should go on from
+        console.print("error: no demonstration or feedback record was accepted", style="red")
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- train

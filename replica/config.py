@@ -87,6 +87,11 @@ class DataConfig(Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     max_length: int = Field(1024, gt=0, description="Longest record, in tokens after templating.")
+    too_long: Literal["reject", "truncate"] = Field(
+        "reject",
+        description="A record over max_length is rejected, or (truncate) a demonstration is cut after "
+        "the last assistant turn that fits; feedback records are always rejected.",
+    )
     prepared_dir: str | None = Field(None, description="Default: <output_dir>/prepared.")
 
     @field_validator("contributors")

@@ -31,6 +31,7 @@ from replica.data.feedback import Rated, pair_ratings, preference_row, prompt_ke
 from replica.data.formats.common import task_id_for
 from replica.data.prepared import SPLITS, build_prepared_manifest, write_split
 from replica.data.records import Demonstration, PreferencePair, Rating, content_hash, to_line
+from replica.data.rejections import rejection_lines
 from replica.data.split import LeakageCheck, note_time, split_pools
 from replica.data.spool import Spools
 from replica.data.template import plain_parts, token_counter
@@ -66,9 +67,27 @@ class PrepareResult:
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
 
+    @property
+    def accepted_records(self) -> int:
+        """Demonstrations and feedback accepted (contributor and task records not counted)."""
+        per = self.manifest["counts"]["per_contributor"]
+        return sum(
+            c["accepted"]
+            for kinds in per.values()
+            for kind, c in kinds.items()
+            if kind not in ("contributor", "task")
+        )
+
     def summary(self) -> str:
         """The reconciliation line and one line per contributor, for the CLI."""
         lines = [self.manifest["summary"]]
+        if self.manifest.get("truncated"):
+            lines.append(
+                f"truncated {self.manifest['truncated']} demonstration(s) at a turn boundary (data.too_long)"
+            )
+        lines += rejection_lines(
+            self.manifest.get("rejections", []), f"every one in {self.prepared_dir / 'rejected.jsonl'}"
+        )
         for cid, info in self.manifest["contributors"].items():
             sizes = ", ".join(f"{split} {n}" for split, n in info["splits"].items())
             lines.append(
@@ -97,6 +116,7 @@ def prepare(config: RunConfig, tokenizer: Any, strict: bool = False) -> PrepareR
         config.data.max_length,
         selected,
         strict,
+        config.data.too_long,
     )
     with atomic_directory(config.prepared_dir) as tmp, _objects_before_frozen():
         spools = Spools(tmp / ".spool")
@@ -121,6 +141,8 @@ def prepare(config: RunConfig, tokenizer: Any, strict: bool = False) -> PrepareR
             template_hash(tokenizer),
         )
         manifest["leakage"] = leaks
+        manifest["rejections"] = validator.rejections.most_common()
+        manifest["truncated"] = validator.truncated
         atomic_write_json(tmp / "manifest.json", manifest)
     log.info("prepared %s: %s", config.prepared_dir, manifest["summary"])
     return PrepareResult(Path(config.prepared_dir), manifest)

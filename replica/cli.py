@@ -31,9 +31,14 @@ SetOpt = typer.Option(None, "--set", help="Override a config key: --set sft.lear
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log more, and show the libraries' warnings, bars and logs."
+    ),
 ) -> None:
     _state["debug"] = debug
+    from replica.verbosity import set_verbose
+
+    set_verbose(verbose or debug)  # library warnings, map bars and trainer dicts only with -v
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
         format="%(message)s",

@@ -35,6 +35,7 @@ from replica.model import (
     resolve_device,
     training_chat_template,
 )
+from replica.verbosity import apply_to_libraries
 
 log = logging.getLogger(__name__)
 STAGES = ("base", "sft", "dpo")
@@ -82,6 +83,7 @@ def run_eval(
     """Evaluate, write `<run_dir>/eval/`, print the leaderboard; returns the report dict."""
     started = time.perf_counter()
     plan = make_plan(config, contributor, stages)
+    apply_to_libraries()  # quiet unless -v (replica/verbosity.py)
     torch.manual_seed(config.seed)
     base_path = resolve_base_path(config.model)
     tokenizer = load_tokenizer(base_path, config.model.revision)

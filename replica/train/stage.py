@@ -7,13 +7,15 @@ import logging
 from pathlib import Path
 
 from peft import PeftModel
-from transformers import Trainer
+from transformers import PrinterCallback, Trainer
 
 from replica.train.checkpoints import last_complete_checkpoint
 from replica.train.context import TrainContext
 from replica.train.manifest import StageRecord
 from replica.train.metrics import stage_metrics
+from replica.train.progress import TrainProgress
 from replica.train.publish import publish_stage
+from replica.verbosity import is_verbose
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,9 @@ def train_and_publish(
     resume = last_complete_checkpoint(trainer.args.output_dir)
     if resume:
         log.info("%s/%s: resuming from %s", contributor, stage, resume)
+    if not is_verbose():  # the progress line shows the loss; the raw log dicts only with -v
+        trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(TrainProgress(f"train {contributor}/{stage}"))
     trainer.train(resume_from_checkpoint=resume)
     record.metrics = stage_metrics(trainer, trainer.eval_dataset is not None)
     record.resumed_from = Path(resume).name if resume else None

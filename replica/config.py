@@ -259,6 +259,8 @@ def _load_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, dict[s
         raise ConfigError(f"{path}: extends: cycle through {' -> '.join(str(p) for p in seen)}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except RecursionError:
+        raise ConfigError(f"{path}: not a usable config: lists or mappings nested too deeply") from None
     except UnicodeDecodeError as err:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})"

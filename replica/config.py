@@ -245,6 +245,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {item!r}: empty key")
     try:
         return key.strip(), yaml.safe_load(text) if text.strip() else ""
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: the value is nested too deeply") from None
     except yaml.YAMLError as err:
         raise ConfigError(
             f"--set {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)})"

@@ -30,12 +30,26 @@ def train_and_publish(
     if not is_verbose():  # the progress line shows the loss; the raw log dicts only with -v
         trainer.remove_callback(PrinterCallback)
     trainer.add_callback(TrainProgress(f"train {contributor}/{stage}"))
+    keep_tensorboard_logs(trainer, ctx.run_dir / "tensorboard" / contributor / stage)
     trainer.train(resume_from_checkpoint=resume)
     record.metrics = stage_metrics(trainer, trainer.eval_dataset is not None)
     record.resumed_from = Path(resume).name if resume else None
     path = publish_stage(ctx, trainer, record)
     release_base(ctx, trainer)
     return path
+
+
+def keep_tensorboard_logs(trainer: Trainer, where: Path) -> None:
+    """`report_to: tensorboard` writes into `where` (`<run>/tensorboard/<contributor>/<stage>`).
+
+    transformers' default is under the trainer's output_dir, which is the stage's checkpoint
+    directory: publishing deletes it, and the event files with it.
+    """
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = str(where)  # TENSORBOARD_LOGGING_DIR, when set, still wins
 
 
 def release_base(ctx: TrainContext, trainer) -> None:

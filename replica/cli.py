@@ -175,6 +175,14 @@ def list_(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/d
     print(format_table(list_replicas(run_dir)), end="")
 
 
+@app.command("status")
+def status_cmd(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo.")) -> None:
+    """A run at a glance: prepared data, each contributor's stages, the last eval, where reports are."""
+    from replica.status import print_status
+
+    print_status(run_dir, console)
+
+
 # --------------------------------------------------------------------------- eval
 
 

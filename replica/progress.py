@@ -78,8 +78,10 @@ class StageProgress:
         """The plain line: label, count, percent, info, elapsed and time left."""
         now = self.clock() if now is None else now
         elapsed = now - self.started
-        percent = f" ({100 * self.done // self.total}%)" if self.total else ""
-        parts = [f"{self.label}: {self.unit} {self.done}/{self.total}{percent}"]
+        if self.total:
+            parts = [f"{self.label}: {self.unit} {self.done}/{self.total} ({100 * self.done // self.total}%)"]
+        else:  # an unknown total (records of a stream): the count alone
+            parts = [f"{self.label}: {self.done:,} {self.unit}s"]
         if self.info:
             parts.append(self.info)
         parts.append(f"elapsed {_duration(elapsed)}")

@@ -82,3 +82,12 @@ def test_too_long_demonstrations_are_cut_at_a_turn_boundary_when_asked(tmp_path,
     none_fit = prepare(load_config(tiny), tokenizer)
     assert none_fit.accepted_records == 0
     assert "truncate found no turn boundary that fits" in none_fit.manifest["rejections"][0]["reason"]
+
+
+def test_large_inputs_show_records_read(tmp_path, tiny_base_dir, tokenizer, capsys, monkeypatch):  # noqa: F811
+    from replica.data import prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "PROGRESS_BYTES", 0)  # the fixture counts as large
+    prepare(load_config(_config(tmp_path, tiny_base_dir)), tokenizer)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("prepare:")]
+    assert lines and lines[-1].startswith("prepare: 34 records  0 rejected  elapsed ")

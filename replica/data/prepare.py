@@ -38,10 +38,13 @@ from replica.data.template import plain_parts, token_counter
 from replica.data.validate import Outcome, Registry, Validator, collect_registry
 from replica.errors import UserError
 from replica.model import template_hash
+from replica.progress import StageProgress
 
 log = logging.getLogger(__name__)
 
 
+# Inputs this large (in bytes) take a while: show records read as they go (replica/progress.py).
+PROGRESS_BYTES = 20_000_000
 SOURCES = ("pairwise", "rating", "rewrite")  # preference rows by origin, in this order on equal ids
 
 
@@ -185,12 +188,19 @@ def _read_all(
 ) -> dict[str, Pool]:
     """Stream every outcome: rejected ones to rejected.jsonl, accepted ones as rows to their spools."""
     pools: dict[str, Pool] = defaultdict(Pool)
-    with open(rejected_path, "w", encoding="utf-8") as rejected:
-        for outcome in validator.outcomes(inputs):
+    size = sum(Path(spec.path).stat().st_size for spec in inputs if Path(spec.path).is_file())
+    shown = StageProgress("prepare", 0, "record") if size >= PROGRESS_BYTES else None
+    with open(rejected_path, "w", encoding="utf-8") as rejected, shown or contextlib.nullcontext():
+        for read, outcome in enumerate(validator.outcomes(inputs), start=1):
+            if shown is not None and read % 1000 == 0:
+                shown.update(read, f"{validator.counts.totals()['rejected']:,} rejected")
             if outcome.status == "rejected":
                 rejected.write(json.dumps(outcome.rejected_entry(), ensure_ascii=False) + "\n")
             elif outcome.status == "accepted" and outcome.kind not in ("contributor", "task"):
                 _spool(outcome, validator.registry, pools[outcome.contributor_id], spools)
+        if shown is not None:  # the last line: every record read
+            totals = validator.counts.totals()
+            shown.update(totals["read"], f"{totals['rejected']:,} rejected")
     return dict(pools)
 
 

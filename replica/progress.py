@@ -71,6 +71,8 @@ class StageProgress:
             self._bar.update(self._task, completed=done, info=info)
             return
         now = self.clock()
+        if done >= self.total > 0:
+            return  # finished: close() writes the last line once, with the final info
         if self.last_line is None or now - self.last_line >= self.every_s:
             self._write_line(now)
 

@@ -147,7 +147,7 @@ def prepare(config: RunConfig, tokenizer: Any, strict: bool = False) -> PrepareR
         manifest["rejections"] = validator.rejections.most_common()
         manifest["truncated"] = validator.truncated
         atomic_write_json(tmp / "manifest.json", manifest)
-    log.info("prepared %s: %s", config.prepared_dir, manifest["summary"])
+    log.debug("prepared %s: %s", config.prepared_dir, manifest["summary"])  # the CLI prints the summary
     return PrepareResult(Path(config.prepared_dir), manifest)
 
 

@@ -280,3 +280,19 @@ def test_concurrent_retries_of_one_request_id_are_counted_once(live):
     assert statuses == [200] * 8
     assert live.rows("same-id") == [("same-id", "ok")]
     assert live.alive()
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        {"temperature": 1e-300},
+        {"temperature": 5e-324, "top_p": 5e-324},
+        {"temperature": 2.0, "top_p": 1e-12},
+        {"temperature": 2.0, "top_p": 1.0, "max_tokens": 8},
+    ],
+)
+def test_extreme_sampling_values_are_answered_or_refused_never_a_5xx(live, sampling):
+    body = {"model": "carol", "messages": ASK, "max_tokens": 4, **sampling}
+    with live.client() as client:
+        status = post_counted(live, client, json.dumps(body).encode())
+    assert status in (200, 400)

@@ -155,6 +155,9 @@ class Message(_Open):
         return out
 
 
+SAMPLING_EPS = 1e-5  # temperatures below this decode greedily (ChatRequest._near_zero_is_greedy)
+
+
 class ChatRequest(_Open):
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
@@ -167,6 +170,14 @@ class ChatRequest(_Open):
     stream_options: dict[str, Any] | None = None
     n: int = Field(1, ge=1, le=1, description="One choice per request.")
     stop: str | list[str] | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _near_zero_is_greedy(cls, value: float) -> float:
+        # Dividing logits by a temperature like 1e-300 overflows to inf and NaN probabilities,
+        # which fails the whole batch (other clients' requests too). Below SAMPLING_EPS sampling
+        # is greedy in all but name, so it is decoded greedily, as vLLM does (_SAMPLING_EPS).
+        return 0.0 if value < SAMPLING_EPS else value
 
     @field_validator("stop")
     @classmethod

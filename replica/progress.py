@@ -2,8 +2,9 @@
 
 Training shows `train alice/sft  step 12/48  loss 1.23  812 tok/s  left 0:01:05`; evaluation
 shows episodes done per stage. On a terminal the line is a live `rich` bar on stderr; in CI or a
-log file (stderr not a terminal) it is a plain line every `every_s` seconds and a last one at the
-end, so a log shows what ran and how long it took without a redrawn bar's control codes.
+log file (stderr not a terminal) it is a plain line at most every `every_s` seconds (30, and only
+when the count moved) and a last one at the end, so a log shows what ran and how long it took
+without a redrawn bar's control codes or a wall of identical lines.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class StageProgress:
         total: int,
         unit: str = "step",
         stream: TextIO | None = None,
-        every_s: float = 10.0,
+        every_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         start: int = 0,
     ) -> None:
@@ -73,7 +74,8 @@ class StageProgress:
         now = self.clock()
         if done >= self.total > 0:
             return  # finished: close() writes the last line once, with the final info
-        if self.last_line is None or now - self.last_line >= self.every_s:
+        moved = self._written is None or self._written[0] != done  # no line that says nothing new
+        if self.last_line is None or (now - self.last_line >= self.every_s and moved):
             self._write_line(now)
 
     def line(self, now: float | None = None) -> str:

@@ -36,6 +36,12 @@ def test_plain_lines_come_every_period_with_count_percent_and_time_left():
     assert lines[1] == "train alice/sft: step 11/40 (27%)  loss 0.182  elapsed 0:00:11  left 0:00:29"
     assert lines[-1] == "train alice/sft: step 40/40 (100%)  loss 0.050  elapsed 0:00:40"
     assert len(lines) == 5  # steps 1, 11, 21, 31 and the last: one line per 10 s, not per step
+    stalled = io.StringIO()
+    bar = StageProgress("eval", 9, "episode", stream=stalled, every_s=10, clock=clock)
+    for _ in range(5):
+        clock.now += 10
+        bar.update(3)  # no progress for 50 s: one line, not five identical ones
+    assert len(stalled.getvalue().splitlines()) == 1
 
 
 def test_a_resumed_stage_estimates_time_left_from_its_own_steps():
@@ -77,7 +83,7 @@ def test_training_prints_progress_lines_and_no_trainer_dicts_unless_verbose(
     progress = [line for line in quiet.err.splitlines() if line.startswith("train alice/sft: step")]
     assert progress[0].startswith("train alice/sft: step 1/4 (25%)") and "tok/s" in progress[0]
     assert progress[-1].startswith("train alice/sft: step 4/4 (100%)  loss ") and "tok/s" in progress[-1]
-    assert len(progress) == 2  # the first step and the last: plain lines come every 10 s
+    assert len(progress) == 2  # the first step and the last: plain lines come every 30 s
     assert "{'loss'" not in quiet.out
 
     monkeypatch.setenv("REPLICA_VERBOSE", "1")

@@ -116,6 +116,8 @@ def _files(run_dir: Path, eval_dir: Path) -> list[tuple[str, str]]:
 def print_status(run_dir: str | Path, console: Console) -> None:
     """`replica status RUN` on the console."""
     status = run_status(run_dir)
+    if not console.is_terminal:  # piped or logged: don't squeeze the tables to 80 columns
+        console = Console(file=console.file, width=160)
     console.print(f"run {status['run_dir']}", style="bold")
     manifest = status["prepared"]
     if manifest is None:

@@ -31,9 +31,14 @@ SetOpt = typer.Option(None, "--set", help="Override a config key: --set sft.lear
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log more, and show the libraries' warnings, bars and logs."
+    ),
 ) -> None:
     _state["debug"] = debug
+    from replica.verbosity import set_verbose
+
+    set_verbose(verbose or debug)  # library warnings, map bars and trainer dicts only with -v
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
@@ -104,6 +109,10 @@ def data_validate(
     if not report.contributors_checked:
         console.print("contributor ids not checked: none of these files holds contributor records")
     console.print(report.counts.summary())
+    from replica.data.rejections import rejection_lines
+
+    for line in rejection_lines(report.rejections, "each one listed above"):
+        console.print(line, soft_wrap=True, markup=False)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -120,8 +129,11 @@ def data_prepare(config: Path = ConfigArg, set_: list[str] = SetOpt, strict: boo
     model = run_config.model
     tokenizer = load_tokenizer(provide_base(model), model.revision, model.chat_template)
     result = prepare(run_config, tokenizer, strict=strict)
-    console.print(result.summary(), soft_wrap=True)
+    console.print(result.summary(), soft_wrap=True, markup=False)
     print(result.prepared_dir)
+    if not result.accepted_records:  # an empty prepared set is not a success a script should go on from
+        console.print("error: no demonstration or feedback record was accepted", style="red")
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- train
@@ -159,6 +171,14 @@ def list_(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/d
     if not (run_dir / "replicas").is_dir():
         raise UserError(f"{run_dir}: no replicas/ directory (is this a run directory? run `replica train`)")
     print(format_table(list_replicas(run_dir)), end="")
+
+
+@app.command("status")
+def status_cmd(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo.")) -> None:
+    """A run at a glance: prepared data, each contributor's stages, the last eval, where reports are."""
+    from replica.status import print_status
+
+    print_status(run_dir, console)
 
 
 # --------------------------------------------------------------------------- eval

@@ -97,6 +97,11 @@ class DataConfig(Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     max_length: int = Field(1024, gt=0, description="Longest record, in tokens after templating.")
+    too_long: Literal["reject", "truncate"] = Field(
+        "reject",
+        description="A record over max_length is rejected, or (truncate) a demonstration is cut after "
+        "the last assistant turn that fits; feedback records are always rejected.",
+    )
     prepared_dir: str | None = Field(None, description="Default: <output_dir>/prepared.")
 
     @field_validator("contributors")
@@ -258,7 +263,14 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, text = item.split("=", 1)
     if not key.strip():
         raise ConfigError(f"--set {item!r}: empty key")
-    return key.strip(), yaml.safe_load(text) if text.strip() else ""
+    try:
+        return key.strip(), yaml.safe_load(text) if text.strip() else ""
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: the value is nested too deeply") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"--set {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)})"
+        ) from None
 
 
 def _load_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, dict[str, str]]:
@@ -269,6 +281,12 @@ def _load_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, dict[s
         raise ConfigError(f"{path}: extends: cycle through {' -> '.join(str(p) for p in seen)}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except RecursionError:
+        raise ConfigError(f"{path}: not a usable config: lists or mappings nested too deeply") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -276,6 +294,8 @@ def _load_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, dict[s
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections, found {type(data).__name__}")
     parent_name = data.pop("extends", None)
+    if parent_name is not None and not isinstance(parent_name, str):
+        raise ConfigError(f"{path}: extends: expected the path of a config file, found {parent_name!r}")
     merged: dict = {}
     origin: dict[str, str] = {}
     if parent_name:

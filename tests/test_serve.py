@@ -117,6 +117,24 @@ def test_streaming_sends_the_same_reply_as_sse(served):
         (json.dumps({"model": "zed", "messages": ASK}).encode(), 404, "model"),
         (json.dumps({"model": "alice", "messages": ASK, "n": 2}).encode(), 400, "n"),
         (json.dumps({"model": "alice", "messages": ASK, "stop": ["\n"]}).encode(), 400, "stop"),
+        (b'{"model": "alice", "messages": ' + b"[" * 9_000 + b"]" * 9_000 + b"}", 400, None),
+        (  # a tool result that answers no earlier tool call: refused as the data layer refuses it
+            json.dumps(
+                {
+                    "model": "alice",
+                    "messages": [*ASK, {"role": "tool", "tool_call_id": "c9", "content": "{}"}],
+                }
+            ).encode(),
+            400,
+            "messages.1.tool_call_id",
+        ),
+        (
+            json.dumps(
+                {"model": "alice", "messages": [*ASK, {"role": "assistant", "content": ""}, *ASK]}
+            ).encode(),
+            400,
+            "messages.1.content",
+        ),
         (
             json.dumps({"model": "alice", "messages": [{"role": "user", "content": "x" * 30_000}]}).encode(),
             413,
@@ -270,7 +288,9 @@ def test_a_tool_round_trip_in_openai_form_is_accepted(served):
     assert client.post("/v1/chat/completions", json=body).status_code == 200
     call["function"]["arguments"] = "{broken"
     refused = client.post("/v1/chat/completions", json=body)
-    assert refused.status_code == 400 and "arguments is not valid JSON" in refused.json()["error"]["message"]
+    error = refused.json()["error"]
+    assert refused.status_code == 400 and "arguments string is not valid JSON" in error["message"]
+    assert error["param"] == "messages.1.tool_calls.0.function.arguments"
 
 
 def test_streamed_text_holds_back_a_tool_call_and_sends_it_structured():

@@ -61,6 +61,10 @@ def test_dpo_trains_from_sft_with_the_sft_adapter_as_reference(tmp_path, tiny_ba
     assert len(manifest["records"]["train"]) == 6
     assert "eval_loss" in manifest["metrics"]
     assert final_stage(config.run_dir, "alice") == "dpo"
+    from matplotlib.image import imread
+
+    curves = imread(path / "training_curves.png")  # loss, reward margin and preference accuracy
+    assert curves.shape[1] == 3 * 420 and imread(sft_path / "training_curves.png").shape[1] == 420
 
 
 def test_reference_free_simpo_trains_the_sft_adapter_without_a_reference(tmp_path, tiny_base_dir):

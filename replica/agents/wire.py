@@ -8,6 +8,10 @@ from typing import Any, Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from replica import safe_json
+from replica.data import records
+from replica.data.checks import check_conversation
+
 
 class ApiError(Exception):
     """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
@@ -151,6 +155,9 @@ class Message(_Open):
         return out
 
 
+SAMPLING_EPS = 1e-5  # temperatures below this decode greedily (ChatRequest._near_zero_is_greedy)
+
+
 class ChatRequest(_Open):
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
@@ -164,6 +171,14 @@ class ChatRequest(_Open):
     n: int = Field(1, ge=1, le=1, description="One choice per request.")
     stop: str | list[str] | None = None
 
+    @field_validator("temperature")
+    @classmethod
+    def _near_zero_is_greedy(cls, value: float) -> float:
+        # Dividing logits by a temperature like 1e-300 overflows to inf and NaN probabilities,
+        # which fails the whole batch (other clients' requests too). Below SAMPLING_EPS sampling
+        # is greedy in all but name, so it is decoded greedily, as vLLM does (_SAMPLING_EPS).
+        return 0.0 if value < SAMPLING_EPS else value
+
     @field_validator("stop")
     @classmethod
     def _no_stop(cls, value: str | list[str] | None) -> None:
@@ -173,16 +188,50 @@ class ChatRequest(_Open):
 
 
 def parse_body(raw: bytes) -> ChatRequest:
-    """Validate a chat request body; 400 names the field at fault."""
+    """Validate a chat request body; 400 names the field at fault.
+
+    The body is decoded under a nesting limit (replica/safe_json.py), and the conversation must
+    follow the same rules as training data (replica/data/checks.py): a tool result answers an
+    earlier tool call, tool calls name declared tools with fitting arguments, no empty turns.
+    """
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = safe_json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError and TooDeep are ValueErrors
         raise ApiError(400, f"request body is not valid JSON ({err})") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"request body must be a JSON object, found {type(data).__name__}")
     try:
-        return ChatRequest.model_validate(data)
+        body = ChatRequest.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(part) for part in first["loc"])
-        raise ApiError(400, f"{param}: {first['msg']}", param) from None
+        raise _invalid(err) from None
+    check_messages(body)
+    return body
+
+
+def check_messages(body: ChatRequest) -> None:
+    """400 unless the conversation passes the data layer's checks for a training conversation."""
+    messages = []
+    for index, message in enumerate(body.messages):
+        try:
+            messages.append(records.Message.model_validate(message.plain()))
+        except ValidationError as err:
+            raise _invalid(err, prefix=("messages", index)) from None
+    tools = []
+    for index, tool in enumerate(body.tools or []):
+        try:
+            tools.append(records.ToolSchema.model_validate(tool))
+        except ValidationError as err:
+            raise _invalid(err, prefix=("tools", index)) from None
+    found = check_conversation(
+        messages, tools or None, lambda i: f"messages.{i}", must_end_with_assistant=False
+    )
+    if found:
+        param, reason = found[0]
+        raise ApiError(400, f"{param}: {reason}", param)
+
+
+def _invalid(err: ValidationError, prefix: tuple = ()) -> ApiError:
+    first = err.errors()[0]
+    param = ".".join(str(part) for part in (*prefix, *first["loc"]))
+    message = first["msg"].removeprefix("Value error, ")
+    return ApiError(400, f"{param}: {message}" if param else message, param or None)

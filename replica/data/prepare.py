@@ -31,16 +31,20 @@ from replica.data.feedback import Rated, pair_ratings, preference_row, prompt_ke
 from replica.data.formats.common import task_id_for
 from replica.data.prepared import SPLITS, build_prepared_manifest, write_split
 from replica.data.records import Demonstration, PreferencePair, Rating, content_hash, to_line
+from replica.data.rejections import rejection_lines
 from replica.data.split import LeakageCheck, note_time, split_pools
 from replica.data.spool import Spools
 from replica.data.template import plain_parts, token_counter
 from replica.data.validate import Outcome, Registry, Validator, collect_registry
 from replica.errors import UserError
+from replica.progress import StageProgress
 from replica.templates import template_hash
 
 log = logging.getLogger(__name__)
 
 
+# Inputs this large (in bytes) take a while: show records read as they go (replica/progress.py).
+PROGRESS_BYTES = 20_000_000
 SOURCES = ("pairwise", "rating", "rewrite")  # preference rows by origin, in this order on equal ids
 
 
@@ -66,9 +70,27 @@ class PrepareResult:
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
 
+    @property
+    def accepted_records(self) -> int:
+        """Demonstrations and feedback accepted (contributor and task records not counted)."""
+        per = self.manifest["counts"]["per_contributor"]
+        return sum(
+            c["accepted"]
+            for kinds in per.values()
+            for kind, c in kinds.items()
+            if kind not in ("contributor", "task")
+        )
+
     def summary(self) -> str:
         """The reconciliation line and one line per contributor, for the CLI."""
         lines = [self.manifest["summary"]]
+        if self.manifest.get("truncated"):
+            lines.append(
+                f"truncated {self.manifest['truncated']} demonstration(s) at a turn boundary (data.too_long)"
+            )
+        lines += rejection_lines(
+            self.manifest.get("rejections", []), f"every one in {self.prepared_dir / 'rejected.jsonl'}"
+        )
         for cid, info in self.manifest["contributors"].items():
             sizes = ", ".join(f"{split} {n}" for split, n in info["splits"].items())
             lines.append(
@@ -97,6 +119,7 @@ def prepare(config: RunConfig, tokenizer: Any, strict: bool = False) -> PrepareR
         config.data.max_length,
         selected,
         strict,
+        config.data.too_long,
     )
     with atomic_directory(config.prepared_dir) as tmp, _objects_before_frozen():
         spools = Spools(tmp / ".spool")
@@ -121,8 +144,10 @@ def prepare(config: RunConfig, tokenizer: Any, strict: bool = False) -> PrepareR
             template_hash(tokenizer),
         )
         manifest["leakage"] = leaks
+        manifest["rejections"] = validator.rejections.most_common()
+        manifest["truncated"] = validator.truncated
         atomic_write_json(tmp / "manifest.json", manifest)
-    log.info("prepared %s: %s", config.prepared_dir, manifest["summary"])
+    log.debug("prepared %s: %s", config.prepared_dir, manifest["summary"])  # the CLI prints the summary
     return PrepareResult(Path(config.prepared_dir), manifest)
 
 
@@ -163,12 +188,19 @@ def _read_all(
 ) -> dict[str, Pool]:
     """Stream every outcome: rejected ones to rejected.jsonl, accepted ones as rows to their spools."""
     pools: dict[str, Pool] = defaultdict(Pool)
-    with open(rejected_path, "w", encoding="utf-8") as rejected:
-        for outcome in validator.outcomes(inputs):
+    size = sum(Path(spec.path).stat().st_size for spec in inputs if Path(spec.path).is_file())
+    shown = StageProgress("prepare", 0, "record") if size >= PROGRESS_BYTES else None
+    with open(rejected_path, "w", encoding="utf-8") as rejected, shown or contextlib.nullcontext():
+        for read, outcome in enumerate(validator.outcomes(inputs), start=1):
+            if shown is not None and read % 1000 == 0:
+                shown.update(read, f"{validator.counts.totals()['rejected']:,} rejected")
             if outcome.status == "rejected":
                 rejected.write(json.dumps(outcome.rejected_entry(), ensure_ascii=False) + "\n")
             elif outcome.status == "accepted" and outcome.kind not in ("contributor", "task"):
                 _spool(outcome, validator.registry, pools[outcome.contributor_id], spools)
+        if shown is not None:  # the last line: every record read
+            totals = validator.counts.totals()
+            shown.update(totals["read"], f"{totals['rejected']:,} rejected")
     return dict(pools)
 
 

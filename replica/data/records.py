@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from replica import safe_json
 from replica.artifacts import canonical_json, sha256_text
 
 SLUG_PATTERN = r"^[a-z0-9_-]{1,64}$"
@@ -50,11 +52,13 @@ class FunctionCall(_Strict):
         """OpenAI files carry arguments as a JSON string: decode it once, keep it only if it is an object."""
         if isinstance(value, str):
             try:
-                decoded = json.loads(value) if value.strip() else {}
+                decoded = safe_json.loads(value) if value.strip() else {}
             except json.JSONDecodeError as err:
                 raise ValueError(
                     f"arguments string is not valid JSON ({err.msg} at char {err.pos})"
                 ) from None
+            except safe_json.TooDeep as err:
+                raise ValueError(f"arguments string is not valid JSON ({err})") from None
             if not isinstance(decoded, dict):
                 raise ValueError(
                     f"arguments must decode to a JSON object, found {type(decoded).__name__}: {value[:60]!r}"
@@ -126,11 +130,27 @@ class ToolSchema(BaseModel):
             raise ValueError(
                 f"function.parameters must be a JSON schema object, found {type(params).__name__}"
             )
+        if params and (problem := schema_problem(canonical_json(params))):
+            raise ValueError(f"function.parameters is not a valid JSON Schema: {problem}")
         return value
 
     @property
     def name(self) -> str:
         return self.function["name"]
+
+
+@lru_cache(maxsize=512)
+def schema_problem(schema_json: str) -> str | None:
+    """Why a tool's parameter schema is not a valid JSON Schema (None when it is), so the argument
+    check never runs jsonschema on a broken schema (which raises instead of reporting)."""
+    from jsonschema import Draft202012Validator, SchemaError
+
+    try:
+        Draft202012Validator.check_schema(json.loads(schema_json))
+    except SchemaError as err:
+        where = "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in err.absolute_path)
+        return f"{where or 'top level'}: {err.message}"
+    return None
 
 
 # --------------------------------------------------------------------------- contributors and tasks

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from replica import safe_json
+
 
 @dataclass
 class RawItem:
@@ -69,7 +71,9 @@ def _iter_jsonl(path: Path) -> Iterator[RawItem]:
 
 def _decode(name: str, number: int, raw: str, last_without_newline: bool = False) -> RawItem:
     try:
-        obj = json.loads(raw)
+        obj = safe_json.loads(raw)
+    except safe_json.TooDeep as err:
+        return RawItem(name, number, raw, error=f"invalid JSON: {err}")
     except json.JSONDecodeError as err:
         if last_without_newline:
             reason = (
@@ -100,15 +104,34 @@ def _iter_json_array(path: Path) -> Iterator[RawItem]:
     line = 1 + text.count("\n", 0, pos)
     while True:
         pos, line = _skip_space(text, pos, line)
-        if pos >= len(text) or text[pos] == "]":
+        if pos >= len(text):
+            yield RawItem(name, line, "", error="the JSON array is not closed: no ] at the end of the file")
+            return
+        if text[pos] == "]":
+            if rest := text[pos + 1 :].strip():  # e.g. JSON Lines whose first line is an array
+                reason = "text after the closing ] of the JSON array (a .json file holds one array; JSON Lines need an object per line)"
+                yield RawItem(name, line, rest[:200], error=reason)
             return
         try:
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
             yield RawItem(name, err.lineno, text[pos : pos + 200], error=f"invalid JSON: {err.msg}")
             return  # the rest of the array cannot be located once one item is broken
+        except RecursionError:  # nested far past MAX_DEPTH: the decoder gave up before the item's end
+            depth = safe_json.nesting_depth(text[pos:])
+            yield RawItem(
+                name,
+                line,
+                text[pos : pos + 200],
+                error=f"invalid JSON: {safe_json.TooDeep(depth, safe_json.MAX_DEPTH)}",
+            )
+            return
         raw = text[pos:end]
-        if isinstance(obj, dict):
+        if (depth := safe_json.nesting_depth(raw)) > safe_json.MAX_DEPTH:
+            yield RawItem(
+                name, line, raw, error=f"invalid JSON: {safe_json.TooDeep(depth, safe_json.MAX_DEPTH)}"
+            )
+        elif isinstance(obj, dict):
             yield RawItem(name, line, raw, obj=obj)
         else:
             yield RawItem(name, line, raw, error=f"expected a JSON object, found {type(obj).__name__}")

@@ -23,7 +23,9 @@ from replica.data.checks import check_record
 from replica.data.consent import train_exclusion
 from replica.data.formats.common import UNASSIGNED, FormatError, Where
 from replica.data.records import RECORD_TYPES, Contributor, Task, content_hash, parse_record
+from replica.data.rejections import Rejections
 from replica.data.sources import RawItem, iter_items
+from replica.data.truncate import truncate_to_fit
 from replica.errors import UserError
 
 STATUSES = ("accepted", "rejected", "duplicate", "consent_excluded", "not_selected")
@@ -143,6 +145,7 @@ class Validator:
         max_length: int | None = None,
         selected: set[str] | None = None,
         strict: bool = False,
+        too_long: str = "reject",
     ) -> None:
         self.registry = registry
         self.check_contributors = check_contributors
@@ -150,7 +153,10 @@ class Validator:
         self.max_length = max_length
         self.selected = selected
         self.strict = strict
+        self.too_long = too_long  # data.too_long: "reject", or "truncate" demonstrations (truncate.py)
+        self.truncated = 0
         self.counts = Counts()
+        self.rejections = Rejections()
         self.formats: dict[str, str] = {}  # input path -> format used
         self._seen: set[int] = set()  # content hashes of accepted records (64-bit prefixes)
         self._ids: set[int] = set()  # hashes of (kind, contributor, id) of accepted records
@@ -167,8 +173,10 @@ class Validator:
                     self.formats[spec.path] = module.NAME
                 for outcome in self._item_outcomes(item, module, spec):
                     self.counts.add(outcome)
-                    if self.strict and outcome.status == "rejected":
-                        raise UserError(outcome.describe())
+                    if outcome.status == "rejected":
+                        if self.strict:
+                            raise UserError(outcome.describe())
+                        self.rejections.add(outcome)
                     yield outcome
 
     def _detect(self, item: RawItem) -> ModuleType:
@@ -194,10 +202,17 @@ class Validator:
         except (KeyError, TypeError, AttributeError, IndexError, ValueError) as err:
             reason = f"row does not fit the {module.NAME} format ({type(err).__name__}: {err})"
             return [Outcome("rejected", UNKNOWN, _owner(item.obj, spec), item, reason=reason)]
+        if not converted:  # nothing silently dropped: a row that yields no record is a rejection
+            reason = f"the row holds no record the {module.NAME} format can import"
+            return [Outcome("rejected", UNKNOWN, _owner(item.obj, spec), item, reason=reason)]
         return [self._check(data, item) for data in converted]
 
     def _check(self, data: dict[str, Any], item: RawItem) -> Outcome:
-        kind = data.get("kind") if data.get("kind") in RECORD_TYPES else UNKNOWN
+        kind = (
+            data.get("kind")
+            if isinstance(data.get("kind"), str) and data["kind"] in RECORD_TYPES
+            else UNKNOWN
+        )
         owned = kind not in ("contributor", "task")
         cid = data.get("contributor_id") if owned and isinstance(data.get("contributor_id"), str) else UNKNOWN
         outcome = Outcome("rejected", kind, cid if owned else "-", item)
@@ -217,7 +232,7 @@ class Validator:
         if problem:
             outcome.path, outcome.reason = problem
             return outcome
-        return self._dedupe(outcome, record)
+        return self._dedupe(outcome, outcome.record)
 
     def _problem(self, record: BaseModel, item: RawItem, outcome: Outcome) -> tuple[str, str] | None:
         if isinstance(record, Contributor | Task):
@@ -239,7 +254,21 @@ class Validator:
         if self.measure is not None and self.max_length is not None:
             length, outcome.parts = self.measure(record, tools)
             if length > self.max_length:
-                return "$", f"{length} tokens after templating, longer than data.max_length={self.max_length}"
+                cut = None
+                if self.too_long == "truncate":
+                    cut = truncate_to_fit(record, tools, self.measure, self.max_length)
+                if cut is None:
+                    why = (
+                        " (data.too_long: truncate found no turn boundary that fits)"
+                        if self.too_long == "truncate"
+                        else ""
+                    )
+                    return (
+                        "$",
+                        f"{length} tokens after templating, longer than data.max_length={self.max_length}{why}",
+                    )
+                outcome.record, outcome.parts = cut
+                self.truncated += 1
         return None
 
     def _conflict(self, record: Contributor | Task, item: RawItem) -> tuple[str, str] | None:
@@ -303,6 +332,7 @@ class ValidationReport:
 
     counts: Counts
     problems: list[str]  # the first `max_problems` rejections, as `file:line: path: reason`
+    rejections: list[dict[str, Any]]  # the most common kinds of reason, with counts (Rejections)
     formats: dict[str, str]
     contributors_checked: bool
 
@@ -326,4 +356,10 @@ def validate_paths(
     for outcome in validator.outcomes(inputs):
         if outcome.status == "rejected" and len(problems) < max_problems:
             problems.append(outcome.describe())
-    return ValidationReport(validator.counts, problems, validator.formats, bool(registry.contributors))
+    return ValidationReport(
+        validator.counts,
+        problems,
+        validator.rejections.most_common(),
+        validator.formats,
+        bool(registry.contributors),
+    )

@@ -17,6 +17,7 @@ from replica.agents.loop import Episode, GenerationSettings, run_episodes
 from replica.agents.sandbox import Sandbox
 from replica.eval.checks import check_episode, read_check, reference_actions, replay
 from replica.eval.metrics import check_tool_calls, step_agreement
+from replica.eval.progress import EpisodeProgress
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def roll_out(
     batch_size: int,
 ) -> list[dict[str, Any]]:
     """Run every episode through the agent loop and return one scored row per episode."""
-    run_episodes(model, tokenizer, episodes, settings, batch_size=batch_size)
+    with EpisodeProgress(episodes):
+        run_episodes(model, tokenizer, episodes, settings, batch_size=batch_size)
     expected: dict[tuple[str, str], dict | None] = {}
     rows = []
     for episode in episodes:

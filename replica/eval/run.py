@@ -31,6 +31,7 @@ from replica.eval.rollout import Target, build_episodes, roll_out
 from replica.eval.summary import cross_success, summarize_episodes
 from replica.model import load_base_model, load_tokenizer, resolve_device
 from replica.templates import training_chat_template
+from replica.verbosity import apply_to_libraries
 
 log = logging.getLogger(__name__)
 STAGES = ("base", "sft", "dpo")
@@ -78,6 +79,7 @@ def run_eval(
     """Evaluate, write `<run_dir>/eval/`, print the leaderboard; returns the report dict."""
     started = time.perf_counter()
     plan = make_plan(config, contributor, stages)
+    apply_to_libraries()  # quiet unless -v (replica/verbosity.py)
     torch.manual_seed(config.seed)
     base_path = provide_base(config.model)
     tokenizer = load_tokenizer(base_path, config.model.revision, config.model.chat_template)

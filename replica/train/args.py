@@ -40,7 +40,8 @@ def common_args(
         "use_cpu": choice.device == "cpu",
         # Explicit: TRL's own default is True, which costs speed a LoRA on a small base rarely needs.
         "gradient_checkpointing": stage.gradient_checkpointing,
-        "disable_tqdm": True,
+        "disable_tqdm": True,  # replica's own progress line instead (train/progress.py)
+        "include_num_input_tokens_seen": "non_padding",  # for its tokens per second
         "dataloader_num_workers": 0,
         # Stage datasets are small per contributor; never spawn map workers per stage.
         "dataset_num_proc": None,

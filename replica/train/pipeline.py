@@ -24,6 +24,7 @@ from replica.train.dpo import has_preferences, train_dpo
 from replica.train.registry import rebuild_registry
 from replica.train.sft import train_sft
 from replica.train.shard import Shard, select_shard
+from replica.verbosity import apply_to_libraries
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def run_training(
     if stage not in ("sft", "dpo", "all"):
         raise UserError(f"--stage: expected sft, dpo or all, found {stage!r}")
     selected = select_contributors(config, contributors, shard)
+    apply_to_libraries()  # quiet unless -v: no map bars or library warnings between progress lines
     if is_main_process():
         prepare_run_dir(config.run_dir, dump_config(config))
     summary = TrainSummary(run_dir=config.run_dir, contributors=selected)

@@ -23,6 +23,7 @@ from replica.artifacts import (
 from replica.train.adapter_rules import check_adapter
 from replica.train.checkpoints import remove_checkpoints
 from replica.train.context import TrainContext
+from replica.train.curves import CURVES_NAME, plot_training_curves
 from replica.train.distributed import barrier, is_main_process
 from replica.train.manifest import StageRecord, build_manifest
 from replica.train.model_card import render_model_card
@@ -43,6 +44,8 @@ def publish_stage(ctx: TrainContext, trainer: Trainer, record: StageRecord) -> P
                 if item.is_file() and item.name != "training_args.bin":
                     shutil.copy2(item, tmp / item.name)
             ctx.tokenizer.save_pretrained(str(tmp))
+            title = f"{record.contributor} / {record.stage}"
+            plot_training_curves(trainer.state.log_history, title, tmp / CURVES_NAME)
             check_adapter(tmp, ctx.base_model().config.vocab_size, len(ctx.tokenizer))
             manifest = build_manifest(ctx, record)
             atomic_write_text(tmp / "README.md", render_model_card(manifest))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from replica import safe_json
 from replica.artifacts import sha256_text
 from replica.data.records import normalize_text
 
@@ -68,9 +68,9 @@ def wrap_tools(tools: Any, path: str = "tools") -> list[dict[str, Any]] | None:
     """Tools as OpenAI function schemas: decodes a JSON string, wraps bare `{name, parameters}`."""
     if isinstance(tools, str):
         try:
-            tools = json.loads(tools) if tools.strip() else None
-        except json.JSONDecodeError as err:
-            raise FormatError(path, f"tools string is not valid JSON ({err.msg})") from None
+            tools = safe_json.loads(tools) if tools.strip() else None
+        except ValueError as err:  # invalid JSON, or nested past safe_json.MAX_DEPTH
+            raise FormatError(path, f"tools string is not valid JSON ({getattr(err, 'msg', err)})") from None
     if not tools:
         return None
     if not isinstance(tools, list):

@@ -9,9 +9,9 @@ carry no call ids, so ids `call_<turn>_<n>` are made up and the results are pair
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from replica import safe_json
 from replica.data.formats.common import FormatError, Where, task_id_for, wrap_tools
 
 NAME = "sharegpt"
@@ -65,9 +65,11 @@ def to_messages(turns: Any, system: Any = None) -> list[dict[str, Any]]:
 
 def _calls(value: Any, path: str, index: int) -> list[dict[str, Any]]:
     try:
-        decoded = json.loads(value) if isinstance(value, str) else value
-    except json.JSONDecodeError as err:
-        raise FormatError(path, f"function_call value is not valid JSON ({err.msg})") from None
+        decoded = safe_json.loads(value) if isinstance(value, str) else value
+    except ValueError as err:  # invalid JSON, or nested past safe_json.MAX_DEPTH
+        raise FormatError(
+            path, f"function_call value is not valid JSON ({getattr(err, 'msg', err)})"
+        ) from None
     items = decoded if isinstance(decoded, list) else [decoded]
     calls = []
     for n, item in enumerate(items):

@@ -22,6 +22,8 @@ def detect(obj: dict[str, Any]) -> bool:
 def convert(obj: dict[str, Any], where: Where) -> list[dict[str, Any]]:
     prompt = [{"role": "user", "content": obj["instruction"]}]
     task_id = task_id_for(prompt)
+    if not obj["completions"]:
+        raise FormatError("completions", "no completions: a row needs at least one rated response")
     records = []
     for index, completion in enumerate(obj["completions"]):
         path = f"completions[{index}]"

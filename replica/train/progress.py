@@ -1,0 +1,48 @@
+"""Training progress as one line per stage: contributor and stage, step / total, loss, tokens per
+second and time left (replica/progress.py draws it). A transformers TrainerCallback, so it sees
+every optimizer step of TRL's trainers, resumed runs included, without touching their loops."""
+
+from __future__ import annotations
+
+from transformers import TrainerCallback
+
+from replica.progress import StageProgress
+
+
+class TrainProgress(TrainerCallback):
+    """Feeds a StageProgress from the Trainer's state (main process only)."""
+
+    def __init__(self, label: str, **display) -> None:
+        self.label = label
+        self.display = display  # StageProgress options (stream, every_s, clock) for tests
+        self.bar: StageProgress | None = None
+        self.loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = StageProgress(
+                self.label, state.max_steps, "step", start=state.global_step, **self.display
+            )
+            self.started = self.bar.clock()
+            self.tokens_before = state.num_input_tokens_seen or 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # The Trainer logs after the step's on_step_end: show the new loss with that step's count.
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+            self.on_step_end(args, state, control)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is None:
+            return
+        info = [f"loss {self.loss:.3f}"] if self.loss is not None else []
+        elapsed = self.bar.clock() - self.started
+        tokens = (state.num_input_tokens_seen or 0) - self.tokens_before
+        if tokens and elapsed > 0:
+            info.append(f"{tokens / elapsed:,.0f} tok/s")
+        self.bar.update(state.global_step, "  ".join(info))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

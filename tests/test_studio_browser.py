@@ -54,6 +54,18 @@ def _missing() -> str | None:
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
 
 
+def _loads_page(browser, action) -> None:
+    """Do `action` (a click or an Enter that submits or follows a link) and wait until the old
+    page is gone, so that the next lookup cannot find an element of the page being left."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = browser.find_element(By.TAG_NAME, "html")
+    action()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(old))
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -133,48 +145,49 @@ def test_round_trip_in_a_real_browser(studio_url, browser, studio_run, tmp_path,
     # ---- sign in, with the keyboard
     browser.get(url + "/")
     shoot(browser, shots, "signin")
-    find(By.ID, "token").send_keys(create_token(site, "alice"), Keys.ENTER)
+    token = create_token(site, "alice")
+    _loads_page(browser, lambda: find(By.ID, "token").send_keys(token, Keys.ENTER))
     assert "Welcome, alice" in find(By.TAG_NAME, "h1").text
     shoot(browser, shots, "home")
 
     # ---- record: one of alice's tasks, two tool calls through the schema-made forms, the reply
-    find(By.LINK_TEXT, "Record").click()
+    _loads_page(browser, find(By.LINK_TEXT, "Record").click)
     Select(find(By.ID, "task_id")).select_by_value("alice-refund")
-    find(By.CSS_SELECTOR, "#start-task button").click()
-    find(By.ID, "get_order-order_id").send_keys("O-7", Keys.ENTER)
+    _loads_page(browser, find(By.CSS_SELECTOR, "#start-task button").click)
+    _loads_page(browser, lambda: find(By.ID, "get_order-order_id").send_keys("O-7", Keys.ENTER))
     find(By.ID, "issue_refund-order_id").send_keys("O-7")
     find(By.ID, "issue_refund-amount").send_keys("30")
-    find(By.CSS_SELECTOR, "#tool-issue_refund button").click()
+    _loads_page(browser, find(By.CSS_SELECTOR, "#tool-issue_refund button").click)
     assert '"refunded": 30' in find(By.ID, "steps").text  # the sandbox ran the call
     find(By.ID, "reply").send_keys("Your $30 refund for the lamp is on its way.")
     shoot(browser, shots, "record")
-    find(By.CSS_SELECTOR, "#save button").click()
+    _loads_page(browser, find(By.CSS_SELECTOR, "#save button").click)
     assert "Saved demonstration" in find(By.CSS_SELECTOR, "p.ok").text
 
     # ---- review: alice's replica runs the task; rate 2 with a critique and rewrite the reply
-    find(By.LINK_TEXT, "Review").click()
-    find(By.CSS_SELECTOR, "#run-review button").click()
+    _loads_page(browser, find(By.LINK_TEXT, "Review").click)
+    _loads_page(browser, find(By.CSS_SELECTOR, "#run-review button").click)
     assert "What the replica did" in find(By.TAG_NAME, "main").text
     find(By.ID, "score-2").send_keys(Keys.SPACE)  # radios by keyboard
     find(By.ID, "critique").send_keys(CRITIQUE)
     find(By.ID, "rewrite").clear()
     find(By.ID, "rewrite").send_keys(REWRITE)
     shoot(browser, shots, "review")
-    find(By.CSS_SELECTOR, "#judge button").click()
+    _loads_page(browser, find(By.CSS_SELECTOR, "#judge button").click)
     assert "Saved feedback" in find(By.ID, "saved").text
     assert CRITIQUE in find(By.ID, "feedback").text  # shown as text ...
     with pytest.raises(NoAlertPresentException):
         _ = browser.switch_to.alert.text  # ... and never run
 
     # ---- consent: serve -> not allowed
-    find(By.LINK_TEXT, "Consent").click()
+    _loads_page(browser, find(By.LINK_TEXT, "Consent").click)
     find(By.ID, "serve-not_allowed").click()
-    find(By.CSS_SELECTOR, "#scopes button").click()
+    _loads_page(browser, find(By.CSS_SELECTOR, "#scopes button").click)
     assert "Consent saved" in find(By.ID, "changed").text
     shoot(browser, shots, "consent")
 
     # ---- earnings: the request served before the revocation
-    find(By.LINK_TEXT, "Earnings").click()
+    _loads_page(browser, find(By.LINK_TEXT, "Earnings").click)
     assert "acme" in find(By.TAG_NAME, "main").text and "globex" in find(By.TAG_NAME, "main").text
     assert browser.execute_script("return document.querySelector('main img').naturalWidth") > 0
     shoot(browser, shots, "earnings")

@@ -10,8 +10,6 @@ new) and a `demonstration` record through `store.save_records`.
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,7 +23,6 @@ from replica.errors import UserError
 from replica.studio.site import StudioSite
 from replica.studio.store import build, new_id, save_records
 
-DRAFT_ID = re.compile(r"^[0-9a-f]{12}$")
 DEFAULT_SYSTEM = "You are a support agent. Resolve the request with the tools, then write the reply."
 
 
@@ -91,19 +88,16 @@ def start_draft(site: StudioSite, contributor: str, task: Task) -> str:
         "messages": messages,
         "created_at": utc_now(),
     }
-    atomic_write_json(_draft_path(site, contributor, draft_id), draft)
+    atomic_write_json(site.draft_file(contributor, "record", draft_id), draft)
     return draft_id
 
 
 def load_draft(site: StudioSite, contributor: str, draft_id: str) -> dict[str, Any]:
-    path = _draft_path(site, contributor, draft_id)
-    if not path.is_file():
-        raise FileNotFoundError(draft_id)
-    return json.loads(path.read_text(encoding="utf-8"))
+    return site.read_draft(contributor, "record", draft_id)
 
 
 def discard_draft(site: StudioSite, contributor: str, draft_id: str) -> None:
-    _draft_path(site, contributor, draft_id).unlink(missing_ok=True)
+    site.draft_file(contributor, "record", draft_id).unlink(missing_ok=True)
 
 
 def tools_of(draft: dict[str, Any]) -> list[dict[str, Any]]:
@@ -130,7 +124,7 @@ def call_tool(
     draft["messages"].append({"role": "assistant", "tool_calls": [call]})
     draft["messages"].append(outcome.message)
     draft["state"] = environment.snapshot()
-    atomic_write_json(_draft_path(site, contributor, draft["id"]), draft)
+    atomic_write_json(site.draft_file(contributor, "record", draft["id"]), draft)
     return None
 
 
@@ -148,7 +142,7 @@ def undo_last_call(site: StudioSite, contributor: str, draft: dict[str, Any]) ->
         for call in message.get("tool_calls") or []:
             sandbox.execute(call)
     draft["messages"], draft["state"] = kept, environment.snapshot()
-    atomic_write_json(_draft_path(site, contributor, draft["id"]), draft)
+    atomic_write_json(site.draft_file(contributor, "record", draft["id"]), draft)
     return True
 
 
@@ -174,9 +168,3 @@ def finish(site: StudioSite, contributor: str, draft: dict[str, Any], reply: str
     save_records(site, contributor, [task, demonstration])
     discard_draft(site, contributor, draft["id"])
     return demonstration.id  # type: ignore[attr-defined]
-
-
-def _draft_path(site: StudioSite, contributor: str, draft_id: str) -> Path:
-    if not DRAFT_ID.match(draft_id):
-        raise FileNotFoundError(draft_id)  # never a path built from arbitrary input
-    return site.drafts_dir(contributor, "record") / f"{draft_id}.json"

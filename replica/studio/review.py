@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -24,7 +23,6 @@ from replica.agents.replica import Replica, load_replica
 from replica.artifacts import REPLICA_STAGES, atomic_write_json, is_published, replica_dir, utc_now
 from replica.data.records import PreferencePair, Rating, Rewrite, Task
 from replica.data.sources import iter_items
-from replica.studio.record import DRAFT_ID
 from replica.studio.site import StudioSite
 from replica.studio.store import NotSaved, build, new_id, save_records
 
@@ -106,15 +104,12 @@ def start_review(
         "samples": runner.run(contributor, stage, task, samples),
         "created_at": utc_now(),
     }
-    atomic_write_json(_path(site, contributor, review_id), review)
+    atomic_write_json(site.draft_file(contributor, "review", review_id), review)
     return review_id
 
 
 def load_review(site: StudioSite, contributor: str, review_id: str) -> dict[str, Any]:
-    path = _path(site, contributor, review_id)
-    if not path.is_file():
-        raise FileNotFoundError(review_id)
-    return json.loads(path.read_text(encoding="utf-8"))
+    return site.read_draft(contributor, "review", review_id)
 
 
 def saved_feedback(site: StudioSite, contributor: str, review_id: str) -> list[dict[str, Any]]:
@@ -225,9 +220,3 @@ def _common(contributor: str, review: dict[str, Any], prompt: list[dict[str, Any
         "recorded_at": utc_now(),
         "source": {"format": "replica-studio", "review": review["id"], "stage": review["stage"]},
     }
-
-
-def _path(site: StudioSite, contributor: str, review_id: str) -> Path:
-    if not DRAFT_ID.match(review_id):
-        raise FileNotFoundError(review_id)
-    return site.drafts_dir(contributor, "review") / f"{review_id}.json"

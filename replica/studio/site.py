@@ -12,11 +12,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from replica.agents.serve_config import ServeConfig, load_serve_config
+from replica.artifacts import read_json
 from replica.config import RunConfig, load_config
 from replica.data.records import SLUG_PATTERN
 from replica.errors import UserError
+
+DRAFT_ID = re.compile(r"^[0-9a-f]{12}$")  # the 12-hex-digit ids of drafts and reviews
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,18 @@ class StudioSite:
     def drafts_dir(self, contributor: str, kind: str) -> Path:
         """Unsaved work of one contributor (`record` or `review`), one JSON file per draft."""
         return self.home / "drafts" / check_slug(contributor) / kind
+
+    def draft_file(self, contributor: str, kind: str, draft_id: str) -> Path:
+        """One draft's file; an id that is not a draft id is "not found", never a path built from it."""
+        if not DRAFT_ID.match(draft_id):
+            raise FileNotFoundError(draft_id)
+        return self.drafts_dir(contributor, kind) / f"{draft_id}.json"
+
+    def read_draft(self, contributor: str, kind: str, draft_id: str) -> dict[str, Any]:
+        path = self.draft_file(contributor, kind, draft_id)
+        if not path.is_file():
+            raise FileNotFoundError(draft_id)
+        return read_json(path)
 
     def consent_files(self) -> list[Path]:
         """Every contributors file whose consent must change together, existing ones only.

@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 
 from train_fixtures import write_config, write_prepared
 
@@ -61,9 +60,9 @@ def test_evaluation_shows_episodes_done_per_stage():
         for stage in ("base", "sft", "sft")
     ]
     stream = io.StringIO()
-    with EpisodeProgress(episodes, poll_s=0.01, stream=stream, every_s=0):
+    with EpisodeProgress(episodes, stream=stream, every_s=0) as progress:
         episodes[1].done = True
-        time.sleep(0.1)
+        progress.update(episodes)  # what the agent loop's on_progress hook does after a batch
         episodes[0].done = episodes[2].done = True
     lines = stream.getvalue().splitlines()
     assert any("episode 1/3 (33%)  base 0/1  sft 1/2" in line for line in lines)

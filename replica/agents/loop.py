@@ -18,7 +18,7 @@ episodes come out the same with or without the caches; `GenerationSettings` turn
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,7 @@ def run_episodes(
     settings: GenerationSettings = GenerationSettings(),
     batch_size: int = 16,
     caches: CacheStore | None = None,
+    on_progress: Callable[[list[Episode]], None] | None = None,
 ) -> list[Episode]:
     """Advance every episode to its end (final answer, step limit or context limit), in batches.
 
@@ -93,6 +94,7 @@ def run_episodes(
     so do runs with and without the caches (`settings.turn_cache`, `settings.prefix_cache`).
     `caches` (default: a fresh store for this call, as the settings say) may be passed to read its
     counters or to share prefixes across calls; it must not outlive a change of adapter weights.
+    `on_progress(episodes)` is called after each generated batch (a progress display reads `done`).
     """
     store = caches if caches is not None else cache_store(model, settings)
     round_index = 0
@@ -126,6 +128,8 @@ def run_episodes(
                     store.keep_turn(_key(episode), turn.cache)
                 elif store is not None:
                     store.drop_turn(_key(episode))
+            if on_progress is not None:
+                on_progress(episodes)
         round_index += 1
     return episodes
 

@@ -63,8 +63,8 @@ def roll_out(
     batch_size: int,
 ) -> list[dict[str, Any]]:
     """Run every episode through the agent loop and return one scored row per episode."""
-    with EpisodeProgress(episodes):
-        run_episodes(model, tokenizer, episodes, settings, batch_size=batch_size)
+    with EpisodeProgress(episodes) as progress:
+        run_episodes(model, tokenizer, episodes, settings, batch_size=batch_size, on_progress=progress.update)
     expected: dict[tuple[str, str], dict | None] = {}
     rows = []
     for episode in episodes:

@@ -194,6 +194,12 @@ class EvalConfig(Section):
         description="Also run each contributor's final replica on every other contributor's held-out "
         "tasks: a replicas x task-owners success matrix (own tasks should score highest).",
     )
+    copy_gate: str | None = Field(
+        None,
+        description="JSONL(.gz) of fresh support-desk conversations ({messages, tools}) the base never "
+        "trained on: `replica demo` measures how well the base copies ids, streets, statuses and "
+        "amounts on them (replica/bases/copy_gate.py) and prints it next to the base. Relative to the config file.",
+    )
 
 
 class RunConfig(Section):
@@ -337,7 +343,12 @@ def _set_path(data: dict, keys: list[str], value: Any) -> None:
 
 # Relative file paths in a config are relative to that config file, so `extends:` chains and
 # configs run from any working directory find the same files.
-_PATH_KEYS = (("model", "build"), ("model", "chat_template"), ("data", "contributors_file"))
+_PATH_KEYS = (
+    ("model", "build"),
+    ("model", "chat_template"),
+    ("data", "contributors_file"),
+    ("eval", "copy_gate"),
+)
 
 
 def _resolve_relative_paths(raw: dict, base_dir: Path) -> None:

@@ -49,6 +49,7 @@ def run_demo(
     with _step(console, "1/4 base model", timings):
         base_dir = _ensure_base(config, rebuild_base)
         console.print(f"base: {base_dir}")
+        _print_copy_gate(config, base_dir, console)
     with _step(console, "2/4 prepare", timings):
         _prepare(config, base_dir, console)
     with _step(console, "3/4 train (SFT, then DPO, per contributor)", timings):
@@ -92,6 +93,17 @@ def _ensure_base(config: RunConfig, rebuild: bool) -> Path:
     from replica.bases.tiny import ensure_base
 
     return ensure_base(config.model.build, rebuild=rebuild)
+
+
+def _print_copy_gate(config: RunConfig, base_dir: Path, console: Console) -> None:
+    """What the base copies before any training (`eval.copy_gate`); measured once per base and
+    gate file, then read from `<run_dir>/copy_gate.json`."""
+    if not config.eval.copy_gate:
+        return
+    from replica.bases.copy_gate import format_report, gate_base
+
+    report = gate_base(base_dir, config.eval.copy_gate, config.run_dir / "copy_gate.json")
+    console.print(format_report(report), highlight=False)
 
 
 def _prepare(config: RunConfig, base_dir: Path, console: Console) -> None:

@@ -625,6 +625,8 @@ def generate(out: Path, tasks: int = 120, base_conversations: int = 6000, seed: 
     files["malformed.jsonl"] = malformed_lines(per_person["alice"])
     files["base_corpus.jsonl.gz"] = base_corpus(random.Random(f"{seed}-base"), base_conversations)
     files["base_corpus_v2.jsonl.gz"] = copy_corpus(random.Random(f"{seed}-base-v2"), base_conversations)
+    # The copy gate's conversations (eval.copy_gate): fresh, never in any base's corpus.
+    files["copy_gate.jsonl.gz"] = base_corpus(random.Random("copy-gate"), 100)
     for name, rows in files.items():
         _write_jsonl(out / name, rows)
         written.append(out / name)

@@ -77,3 +77,30 @@ def test_settings_added_later_count_in_the_build_key_only_when_set():
 
     config = load_build_config(Path(__file__).resolve().parents[1] / "configs" / "demo_base.yaml")
     assert build_key(config.model_copy(update={"tie_word_embeddings": False})) != build_key(config)
+    assert build_key(config.model_copy(update={"spell_capitalized": True})) != build_key(config)
+
+
+def test_spelled_capitalized_words_are_the_same_letters_in_prose_and_in_json():
+    """`spell_capitalized`: a street name is spelled from letters, like an id from digits, in a
+    user's message and in a tool call's JSON alike; lowercase words stay whole."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    from replica.bases.tiny import train_tokenizer
+
+    corpus = Path(__file__).resolve().parents[1] / "data" / "demo" / "base_corpus.jsonl.gz"
+    rows = [json.loads(line) for line in gzip.decompress(corpus.read_bytes()).decode().splitlines()[:50]]
+    tokenizer = train_tokenizer(rows, 600, spell_capitalized=True)
+    def street_tokens(text: str) -> list[str]:
+        start = text.index("Oak")
+        encoded = tokenizer(text, return_offsets_mapping=True)
+        chosen = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if a < start + 8 and b > start]
+        return tokenizer.convert_ids_to_tokens([encoded["input_ids"][i] for i in chosen])
+
+    in_text = street_tokens("change my address to 53 Oak Road.")
+    in_json = street_tokens('{"address": "53 Oak Road"}')
+    assert in_text == in_json, (in_text, in_json)
+    assert all(len(token.lstrip("Ġ")) <= 1 for token in in_text), in_text  # letter by letter
+    assert "Ġaddress" in tokenizer.tokenize("change my address")  # lowercase words stay whole
+    assert tokenizer.decode(tokenizer('{"address": "53 Oak Road"}').input_ids) == '{"address": "53 Oak Road"}'

@@ -40,6 +40,8 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 COPY_FRIENDLY_PIECES = (
     r'[{ ]*"[A-Za-z_]+":|[A-Z]-| ?[A-Za-z_]+(?![A-Za-z_-])| ?[^\sA-Za-z0-9]+|\s+|[A-Za-z_]+'
 )
+# A letter inside a capitalized word (street names, names): isolated, so `Oak` is spelled `O a k`.
+SPELLED_LETTER = r"(?<=\b[A-Z][a-z]*)[a-z]"
 ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<tools>", "</tools>"]
 
 
@@ -95,6 +97,12 @@ class BaseBuildConfig(BaseModel):
         "predictable in training keeps an input embedding of its own instead of collapsing toward "
         "its kind's average (measured: tied street names at cosine 0.93), so it can still be copied.",
     )
+    spell_capitalized: bool = Field(
+        False,
+        description="Tokenize capitalized words (street names, proper names) letter by letter, as digits "
+        "are: a value the model must copy is then spelled from a few frequent tokens whose embeddings "
+        "stay apart, like the digits it already copies, instead of one rare word token (issue 12).",
+    )
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     seed: int = 0
     cache_dir: str = Field(".cache/bases", description="Built bases go to <cache_dir>/<name>-<hash>/.")
@@ -127,7 +135,11 @@ def _relative_to(config_path: Path, item: str) -> Path:
     return candidate if candidate.is_absolute() or candidate.exists() else config_path.parent / item
 
 
-_LATER_SETTINGS = [(None, "tie_word_embeddings", True), ("pretrain", "group_by_length", False)]
+_LATER_SETTINGS = [
+    (None, "tie_word_embeddings", True),
+    ("pretrain", "group_by_length", False),
+    (None, "spell_capitalized", False),
+]
 
 
 def build_key(config: BaseBuildConfig) -> str:
@@ -164,7 +176,7 @@ def ensure_base(build_path: str | Path, rebuild: bool = False) -> Path:
     work = target.with_name(f".work-{target.name}")
     with atomic_directory(target) as tmp:
         conversations = read_corpus(config.corpus)
-        tokenizer = train_tokenizer(conversations, config.vocab_size)
+        tokenizer = train_tokenizer(conversations, config.vocab_size, config.spell_capitalized)
         model = init_model(config, tokenizer)
         if config.pretrain.steps:
             model = pretrain(model, tokenizer, conversations, config, work)
@@ -252,8 +264,9 @@ def _corpus_text(conversations: list[dict]):
         yield renderer.apply_chat_template(row["messages"], tools=row.get("tools"), tokenize=False)
 
 
-def train_tokenizer(conversations: list[dict], vocab_size: int):
-    """Byte-level BPE trained locally; digits stay one per token, as in Qwen and Llama."""
+def train_tokenizer(conversations: list[dict], vocab_size: int, spell_capitalized: bool = False):
+    """Byte-level BPE trained locally; digits stay one per token, as in Qwen and Llama (and the
+    letters of capitalized words too, with `spell_capitalized`)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     from trl.chat_template_utils import qwen2_5_chat_template
@@ -262,9 +275,11 @@ def train_tokenizer(conversations: list[dict], vocab_size: int):
     # Designed for copying: digits are one token each, an id prefix (`O-` of `O-482`) is its own
     # token, and words are split from punctuation, so an id, amount or street name is the same
     # tokens in the user's message, a tool result and a tool call's JSON arguments.
+    spelling = [pre_tokenizers.Split(Regex(SPELLED_LETTER), behavior="isolated")] if spell_capitalized else []
     core.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Digits(individual_digits=True),
+            *spelling,
             pre_tokenizers.Split(Regex(COPY_FRIENDLY_PIECES), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]

@@ -11,8 +11,8 @@ Every candidate is built afresh into its own cache (`--cache-dir`, default .cach
 rerun of the same candidate resumes or reuses it), timed, then gated on the committed fresh
 conversations (replica/bases/copy_gate.py). One JSON line per candidate goes to `--out` as soon as
 it is measured, so an interrupted run keeps what it finished; the last lines printed compare them.
-With `--export DIR`, a candidate that passes the gate is exported there as a committed base
-(scripts/build_demo_base.py's format).
+With `--export DIR`, the first candidate that passes the gate is exported there as a committed
+base (scripts/build_demo_base.py's format).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             handle.write(json.dumps(result) + "\n")
         print(f"built in {result['build_seconds']} s on {result['device']}: {result['base']}")
         print(format_report(result["gate"]), flush=True)
-        if args.export and result["gate"]["passed"]:
+        if args.export and result["gate"]["passed"] and not args.export.exists():  # the first to pass
             built = Path(result["base"])
             export_prebuilt(built, args.export, built.name.rsplit("-", 1)[1])
             print(f"exported to {args.export}")

@@ -62,8 +62,9 @@ def _generator():
     return _script("make_demo_data")
 
 
-def reduced_config(tmp_path: Path, who: str = "alice", tasks: int = 80) -> Path:
-    """configs/demo.yaml on fewer records of one contributor, SFT only, fewer steps."""
+def reduced_config(tmp_path: Path, who: tuple[str, ...] = ("alice", "bob"), tasks: int = 80) -> Path:
+    """configs/demo.yaml on fewer records of two contributors, SFT only, each replica also run on
+    the other's tasks."""
     data = tmp_path / "data"
     _generator().generate(data, tasks=tasks, base_conversations=1)
     shutil.copy(ROOT / "data" / "demo" / "contributors.jsonl", data / "contributors.jsonl")
@@ -72,12 +73,12 @@ def reduced_config(tmp_path: Path, who: str = "alice", tasks: int = 80) -> Path:
         "output_dir": str(tmp_path / "runs"),
         "run_name": "reduced",
         "data": {
-            "inputs": [{"path": str(data / f"{who}.jsonl"), "format": "replica"}],
+            "inputs": [{"path": str(data / f"{name}.jsonl"), "format": "replica"} for name in who],
             "contributors_file": str(data / "contributors.jsonl"),
-            "contributors": [who],
+            "contributors": list(who),
         },
         "dpo": {"enabled": False},
-        "eval": {"stages": ["base", "sft"]},
+        "eval": {"stages": ["base", "sft"], "cross": True},
     }
     path = tmp_path / "reduced.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -85,18 +86,21 @@ def reduced_config(tmp_path: Path, who: str = "alice", tasks: int = 80) -> Path:
 
 
 @pytest.mark.slow
-def test_reduced_demo_end_to_end_sft_beats_base(tmp_path):
+def test_reduced_demo_end_to_end_replica_beats_base_and_does_its_own_tasks_best(tmp_path):
     from replica.demo import run_demo
 
     result = run_demo(reduced_config(tmp_path))
     assert result.report_md is not None and result.report_md.is_file()
     success = {(r["contributor"], r["stage"]): r["success"] for r in result.report["results"]}
-    assert set(success) == {("alice", "base"), ("alice", "sft")}
-    assert (result.run_dir / "demo.json").is_file()
+    assert set(success) == {(who, stage) for who in ("alice", "bob") for stage in ("base", "sft")}
     assert (result.run_dir / "replicas" / "alice" / "sft" / "adapter_model.safetensors").is_file()
-    # alice: the contributor whose checks this base can copy for (docs/demo.md, Results); measured
-    # 2026-11-26 with 80 tasks: the SFT replica beats the base, 63 s for the whole test.
+    gate = json.loads((result.run_dir / "copy_gate.json").read_text())  # printed before training
+    assert gate["conversations"] == 100 and "street" in gate["kinds"]
+    # alice: the contributor whose checks the committed base can copy for (docs/demo.md, Results).
+    # Her SFT replica beats the base on her tasks and does her tasks better than bob's.
     assert success[("alice", "sft")] > success[("alice", "base")], success
+    rows = json.loads((result.run_dir / "demo.json").read_text())["cross_success"]
+    assert rows["alice"]["alice"] > rows["alice"]["bob"], rows
 
 
 @pytest.mark.slow

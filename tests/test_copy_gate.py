@@ -107,7 +107,7 @@ def test_committed_gate_conversations_are_the_generators_fresh_ones():
 def test_bad_gate_file_names_file_and_line(tmp_path):
     bad = tmp_path / "gate.jsonl"
     bad.write_text('{"messages": []}\nnot json\n')
-    with pytest.raises(UserError, match=r"gate.jsonl:2: invalid JSON"):
+    with pytest.raises(UserError, match=r"gate.jsonl:2: corpus line is not JSON"):
         read_conversations(bad)
     with pytest.raises(UserError, match="does not exist"):
         read_conversations(tmp_path / "missing.jsonl")

@@ -14,8 +14,6 @@ embeddings: a kind whose values were never predictable in training collapses tow
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -64,22 +62,11 @@ def copy_targets(text: str, offsets: list[tuple[int, int]]) -> list[tuple[str, l
 
 def read_conversations(path: str | Path) -> list[dict]:
     """The gate's conversations: JSONL (optionally gzipped) of {messages, tools}."""
-    path = Path(path)
-    if not path.is_file():
+    from replica.bases.tiny import read_corpus
+
+    if not Path(path).is_file():
         raise UserError(f"eval.copy_gate: {path} does not exist (expected JSONL of {{messages, tools}})")
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    rows = []
-    for number, line in enumerate(raw.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
-            raise UserError(f"{path}:{number}: expected an object with a `messages` list")
-        rows.append(row)
-    return rows
+    return read_corpus([str(path)])
 
 
 def measure(model, tokenizer, conversations: list[dict]) -> dict[str, Any]:

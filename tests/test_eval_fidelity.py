@@ -115,3 +115,39 @@ def test_preference_accuracy_by_hand():
     result = preference_accuracy(([-1.0, -2.0], [-3.0, -1.0]), ([-2.0, -1.0], [-3.0, -1.0]))
     assert result == {"accuracy": 0.5, "margin": 0.0, "pairs": 2}
     assert math.isnan(preference_accuracy(([], []), ([], []))["accuracy"])
+
+
+def _plain_scores(model, rows, adapter):
+    """The reference: one plain forward pass per whole row, every position projected."""
+    from replica.agents.adapters import use_adapter
+
+    scores = []
+    with torch.inference_mode(), use_adapter(model, adapter):
+        for ids, mask in rows:
+            logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+            token_nll = -torch.log_softmax(logits[:-1], -1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
+            scored = torch.tensor(mask[1:], dtype=torch.bool)
+            scores.append((float(token_nll[scored].sum()), int(scored.sum())))
+    return scores
+
+
+@pytest.mark.parametrize("first_scored", [41, 30], ids=["after the shared part", "inside it"])
+def test_scores_read_from_a_shared_prefix_cache_equal_a_plain_forward_pass(two_replicas, first_scored):
+    from replica.eval.likelihood import _shared_prefix
+
+    model, _ = two_replicas
+    generator = torch.Generator().manual_seed(0)
+    shared = torch.randint(5, 300, (40,), generator=generator).tolist()
+    rows = []
+    for extra, start in [(20, first_scored), (35, 45), (6, 44)]:
+        ids = shared + torch.randint(5, 300, (extra,), generator=generator).tolist()
+        mask = [0] * start + [1] * (len(ids) - start - 2) + [0, 1]  # a gap, then the last token
+        rows.append((ids, mask))
+    # The cache stops before the token that predicts the first scored one.
+    assert len(_shared_prefix(model, rows).ids) == min(40, first_scored - 1)
+    for adapter in ("ann", None):
+        expected = _plain_scores(model, rows, adapter)
+        for share_prefix in (True, False):
+            got = score_rows(model, rows, adapter, pad_token_id=0, batch_size=2, share_prefix=share_prefix)
+            assert [s.tokens for s in got] == [tokens for _, tokens in expected]
+            assert [s.nll for s in got] == pytest.approx([nll for nll, _ in expected], rel=1e-4)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from replica.agents.adapters import use_adapter
+from replica.agents.kv_cache import RowCache, common_prefix, roomy_cache, supports_row_caches
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,20 @@ def score_rows(
     adapter: str | None,
     pad_token_id: int,
     batch_size: int = 8,
+    share_prefix: bool = True,
 ) -> list[Scored]:
-    """NLL of the masked tokens of each row under `adapter` (None: the bare base), right-padded batches."""
+    """NLL of the masked tokens of each row under `adapter` (None: the bare base), right-padded batches.
+
+    The rows' common leading tokens (a contributor's system prompt and tool schemas: most of each
+    row) are computed once and read from a key/value cache by every batch (`share_prefix`), and the
+    vocabulary projection runs only where a token is scored; the figures are those of a plain
+    forward pass over each whole row, up to float rounding (tests/test_eval_likelihood.py).
+    """
     scores: list[Scored] = []
     with use_adapter(model, adapter):
+        prefix = _shared_prefix(model, rows) if share_prefix else None
         for start in range(0, len(rows), batch_size):
-            scores.extend(_score_batch(model, rows[start : start + batch_size], pad_token_id))
+            scores.extend(_score_batch(model, rows[start : start + batch_size], pad_token_id, prefix))
     return scores
 
 
@@ -84,22 +93,63 @@ def mean_nll(scores: list[Scored]) -> float:
     return sum(s.nll for s in scores) / tokens if tokens else float("nan")
 
 
-def _score_batch(model: PreTrainedModel, rows: list[tuple[list[int], list[int]]], pad: int) -> list[Scored]:
-    width = max(len(ids) for ids, _ in rows)
+def _shared_prefix(model: PreTrainedModel, rows: list[tuple[list[int], list[int]]]) -> RowCache | None:
+    """Keys and values of the leading tokens every row shares, up to the token before the first
+    scored one (whose logits must be computed); None when that is too short to be worth a cache
+    or the model's cache cannot be shared row by row."""
+    if len(rows) < 2 or not supports_row_caches(model):
+        return None
+    first_ids = rows[0][0]
+    length = min(common_prefix(first_ids, ids) for ids, _ in rows[1:])
+    for _, mask in rows:
+        if 1 in mask:
+            length = min(length, mask.index(1) - 1)
+    if length < 2:
+        return None
+    cache = DynamicCache(config=model.config)
+    model(
+        input_ids=torch.tensor([first_ids[:length]], device=model.device),
+        cache=cache,
+        use_cache=True,
+    )
+    return RowCache(first_ids[:length], [(layer.keys, layer.values) for layer in cache.layers])
+
+
+def _score_batch(
+    model: PreTrainedModel, rows: list[tuple[list[int], list[int]]], pad: int, prefix: RowCache | None
+) -> list[Scored]:
+    past = len(prefix.ids) if prefix else 0  # every row starts with these tokens, read from the cache
+    width = max(len(ids) for ids, _ in rows) - past
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    attention = torch.zeros((len(rows), past + width), dtype=torch.long)
+    attention[:, :past] = 1
     scored = torch.zeros((len(rows), width), dtype=torch.bool)
     for i, (row_ids, mask) in enumerate(rows):
-        ids[i, : len(row_ids)] = torch.tensor(row_ids)
-        attention[i, : len(row_ids)] = 1
-        scored[i, : len(mask)] = torch.tensor(mask, dtype=torch.bool)
+        n = len(row_ids) - past
+        ids[i, :n] = torch.tensor(row_ids[past:])
+        attention[i, past : past + n] = 1
+        scored[i, :n] = torch.tensor(mask[past:], dtype=torch.bool)
+    # Column t predicts token t + 1: only the columns whose next token is scored in some row.
+    keep = scored[:, 1:].any(dim=0).nonzero().squeeze(-1)
+    if not len(keep):
+        return [Scored(nll=0.0, tokens=0) for _ in rows]
     device = model.device
-    logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
-    # Token t is predicted from position t-1.
-    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-    targets = ids[:, 1:].to(device)
+    cache = None
+    if prefix:
+        cache = roomy_cache(model, past + width)
+        for index, layer in enumerate(cache.layers):
+            layer.fill([prefix.layers[index]] * len(rows), [past] * len(rows), past)
+    logits = model(
+        input_ids=ids.to(device),
+        attention_mask=attention.to(device),
+        cache=cache,
+        use_cache=cache is not None,
+        logits_to_keep=keep.to(device),
+    ).logits.float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    targets = ids[:, keep + 1].to(device)
     token_nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    mask = scored[:, 1:].to(device)
+    mask = scored[:, keep + 1].to(device)
     return [
         Scored(nll=float(token_nll[i][mask[i]].sum()), tokens=int(mask[i].sum())) for i in range(len(rows))
     ]

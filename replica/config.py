@@ -198,7 +198,7 @@ class EvalConfig(Section):
         None,
         description="JSONL(.gz) of fresh support-desk conversations ({messages, tools}) the base never "
         "trained on: `replica demo` measures how well the base copies ids, streets, statuses and "
-        "amounts on them (replica/bases/copy_gate.py) and prints it next to the base. Relative to the config file.",
+        "amounts on them (replica/eval/copy_gate.py) and prints it next to the base. Relative to the config file.",
     )
 
 

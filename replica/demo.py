@@ -100,7 +100,7 @@ def _print_copy_gate(config: RunConfig, base_dir: Path, console: Console) -> Non
     gate file, then read from `<run_dir>/copy_gate.json`."""
     if not config.eval.copy_gate:
         return
-    from replica.bases.copy_gate import format_report, gate_base
+    from replica.eval.copy_gate import format_report, gate_base
 
     report = gate_base(base_dir, config.eval.copy_gate, config.run_dir / "copy_gate.json")
     console.print(format_report(report), highlight=False)

@@ -9,7 +9,7 @@ reduced build on CPU or a larger one on a GPU is one argument, not a new file:
 
 Every candidate is built afresh into its own cache (`--cache-dir`, default .cache/candidates; a
 rerun of the same candidate resumes or reuses it), timed, then gated on the committed fresh
-conversations (replica/bases/copy_gate.py). One JSON line per candidate goes to `--out` as soon as
+conversations (replica/eval/copy_gate.py). One JSON line per candidate goes to `--out` as soon as
 it is measured, so an interrupted run keeps what it finished; the last lines printed compare them.
 With `--export DIR`, the first candidate that passes the gate is exported there as a committed
 base (scripts/build_demo_base.py's format).
@@ -29,9 +29,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from replica.bases.copy_gate import format_report, gate_base, summary_rows  # noqa: E402
 from replica.bases.tiny import build_key, ensure_base, export_prebuilt, load_build_config  # noqa: E402
 from replica.errors import UserError  # noqa: E402
+from replica.eval.copy_gate import format_report, gate_base, summary_rows  # noqa: E402
 
 GATE = ROOT / "data" / "demo" / "copy_gate.jsonl.gz"
 

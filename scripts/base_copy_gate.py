@@ -1,4 +1,4 @@
-"""The demo base's first gate: can it copy what a task needs copied? (replica/bases/copy_gate.py)
+"""The demo base's first gate: can it copy what a task needs copied? (replica/eval/copy_gate.py)
 
 Teacher-forced on fresh neutral conversations (never trained on), per kind of value: each id's
 digits by position, street names, order statuses and amounts, wherever the value already appeared
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from replica.bases.copy_gate import format_report, gate_base  # noqa: E402
+from replica.eval.copy_gate import format_report, gate_base  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

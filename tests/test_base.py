@@ -92,6 +92,7 @@ def test_spelled_capitalized_words_are_the_same_letters_in_prose_and_in_json():
     corpus = Path(__file__).resolve().parents[1] / "data" / "demo" / "base_corpus.jsonl.gz"
     rows = [json.loads(line) for line in gzip.decompress(corpus.read_bytes()).decode().splitlines()[:50]]
     tokenizer = train_tokenizer(rows, 600, spell_capitalized=True)
+
     def street_tokens(text: str) -> list[str]:
         start = text.index("Oak")
         encoded = tokenizer(text, return_offsets_mapping=True)

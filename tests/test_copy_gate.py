@@ -1,4 +1,4 @@
-"""The copy gate (replica/bases/copy_gate.py): which values it scores, its report, its cache, and
+"""The copy gate (replica/eval/copy_gate.py): which values it scores, its report, its cache, and
 `replica demo` printing it next to the base."""
 
 import gzip
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from replica.bases.copy_gate import (
+from replica.errors import UserError
+from replica.eval.copy_gate import (
     THRESHOLD,
     copy_targets,
     embedding_cosine,
@@ -17,7 +18,6 @@ from replica.bases.copy_gate import (
     gate_base,
     read_conversations,
 )
-from replica.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 GATE_FILE = ROOT / "data" / "demo" / "copy_gate.jsonl.gz"

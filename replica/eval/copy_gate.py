@@ -81,10 +81,13 @@ def measure(model, tokenizer, conversations: list[dict]) -> dict[str, Any]:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = encoded["input_ids"]
         with torch.no_grad():
-            logits = model(torch.tensor([ids], device=device)).logits[0].float()
-        probs = torch.softmax(logits, -1).cpu()
+            logits = model(torch.tensor([ids], device=device)).logits[0, :-1].float()
+        # p(true next token) at every position, kept as one list instead of the whole softmax
+        # (a 49,152-token vocabulary x 2,000 positions is 400 MB a conversation).
+        targets = torch.tensor(ids[1:], device=logits.device)[:, None]
+        true_prob = torch.softmax(logits, -1).gather(-1, targets)[:, 0].tolist()
         for kind, indices, first in copy_targets(text, encoded["offset_mapping"]):
-            copied = all(probs[i - 1, ids[i]].item() > 0.5 for i in indices)
+            copied = all(true_prob[i - 1] > 0.5 for i in indices)
             hits[kind].append(copied)
             if first:
                 firsts[kind].append(copied)

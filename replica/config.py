@@ -156,6 +156,12 @@ class DpoConfig(Section):
         description="simpo = reference-free SimPO (TRL's CPOTrainer); the others are DPOTrainer losses.",
     )
     simpo_gamma: float = Field(0.5, ge=0, description="SimPO target reward margin (loss_type: simpo only).")
+    sft_loss_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of an NLL term on the chosen answers added to the preference loss (RPO; "
+        "TRL's 'sft' loss type): keeps DPO from lowering what SFT taught. 0: plain DPO.",
+    )
     learning_rate: float = Field(5e-5, gt=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int = -1
@@ -166,9 +172,20 @@ class DpoConfig(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, ~30% slower."
     )
+    eval_heldout: bool = Field(
+        True,
+        description="TRL's held-out rewards at the end of training (off saves a forward pass of policy and "
+        "reference over every held-out pair; `replica eval` still scores them).",
+    )
     logging_steps: int = Field(10, gt=0)
     save_steps: int = Field(50, gt=0)
     report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = "none"
+
+    @model_validator(mode="after")
+    def _sft_term_needs_dpo_trainer(self) -> DpoConfig:
+        if self.loss_type == "simpo" and self.sft_loss_weight:
+            raise ValueError("dpo.sft_loss_weight applies to DPOTrainer losses, not loss_type: simpo")
+        return self
 
 
 class EvalConfig(Section):

@@ -58,12 +58,28 @@ def _loads_page(browser, action) -> None:
     """Do `action` (a click or an Enter that submits or follows a link) and wait until the old
     page is gone, so that the next lookup cannot find an element of the page being left."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = browser.find_element(By.TAG_NAME, "html")
     action()
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(old))
+    WebDriverWait(browser, 30).until(lambda _: _left_document(old))
+
+
+def _left_document(element) -> bool:
+    """Whether `element` is no longer in the page. Caught mid-navigation, Chrome answers "Node with
+    given id does not belong to the document" (a plain WebDriverException, seen in CI) instead of
+    a stale-element error: both mean the old page is gone."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error):
+            return True
+        raise
+    return False
 
 
 def _free_port() -> int:

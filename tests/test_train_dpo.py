@@ -82,3 +82,49 @@ def test_reference_free_simpo_trains_the_sft_adapter_without_a_reference(tmp_pat
     assert manifest["hyperparameters"]["reference"].startswith("none")
     assert manifest["hyperparameters"]["dpo"]["loss_type"] == "simpo"
     assert manifest["metrics"]["global_step"] == 2.0
+
+
+def test_sft_loss_weight_adds_the_chosen_answers_nll_to_the_dpo_loss(tmp_path, tiny_base_dir):
+    """RPO: at the first step the policy is its reference, so the DPO term is exactly log 2 and the
+    rest of the loss is the weighted per-token NLL of the chosen completions."""
+    import math
+
+    prepared = write_prepared(tmp_path / "prepared", {"alice": {"sft": 6, "pref": 6}})
+    config = load_config(
+        write_config(
+            tmp_path,
+            tiny_base_dir,
+            prepared,
+            model={"dtype": "float32"},
+            dpo={"sft_loss_weight": 0.5, "eval_heldout": False},
+        )
+    )
+    ctx = build_context(config)
+    train_sft(ctx, "alice")
+    trainer, record = build_dpo_trainer(ctx, "alice")
+    assert trainer.args.loss_type == ["sigmoid", "sft"] and trainer.args.loss_weights == [1.0, 0.5]
+    assert trainer.eval_dataset is None  # eval_heldout: false
+    assert record.hyperparameters["dpo"]["sft_loss_weight"] == 0.5
+
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    with torch.no_grad():
+        loss = float(trainer.compute_loss(trainer.model, batch))
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logps = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    chosen = batch["completion_mask"][:, 1:].bool()
+    chosen[len(chosen) // 2 :] = False  # the batch is chosen rows, then rejected rows
+    nll = float(-logps[chosen].mean())
+    assert nll > 0.1
+    assert math.isclose(loss, math.log(2) + 0.5 * nll, rel_tol=1e-3), (loss, nll)
+
+
+def test_sft_loss_weight_is_refused_with_simpo(tmp_path, tiny_base_dir):
+    import pytest
+
+    from replica.errors import UserError
+
+    prepared = write_prepared(tmp_path / "prepared", {"alice": {"sft": 2, "pref": 2}})
+    path = write_config(tmp_path, tiny_base_dir, prepared, dpo={"loss_type": "simpo", "sft_loss_weight": 1.0})
+    with pytest.raises(UserError, match="sft_loss_weight"):
+        load_config(path)

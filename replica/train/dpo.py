@@ -33,10 +33,15 @@ REFERENCE_ADAPTER = "ref"
 def dpo_args(ctx: TrainContext, contributor: str, has_eval: bool) -> DPOConfig:
     """TRL's DPOConfig for one contributor, from the run config's `dpo:` section."""
     dpo = ctx.config.dpo
+    output_dir = ctx.checkpoint_dir(contributor, "dpo")
+    losses, weights = [dpo.loss_type], [1.0]
+    if dpo.sft_loss_weight:  # RPO: the preference loss plus an NLL term on the chosen answers
+        losses, weights = [dpo.loss_type, "sft"], [1.0, dpo.sft_loss_weight]
     return DPOConfig(
-        **common_args(dpo, ctx.choice, ctx.checkpoint_dir(contributor, "dpo"), ctx.config.seed, has_eval),
+        **common_args(dpo, ctx.choice, output_dir, ctx.config.seed, has_eval and dpo.eval_heldout),
         beta=dpo.beta,
-        loss_type=[dpo.loss_type],
+        loss_type=losses,
+        loss_weights=weights,
         precompute_ref_log_probs=dpo.precompute_ref_log_probs,
     )
 
@@ -72,7 +77,7 @@ def build_dpo_trainer(ctx: TrainContext, contributor: str) -> tuple[Trainer, Sta
             model=model,
             args=dpo_args(ctx, contributor, heldout is not None),
             train_dataset=train,
-            eval_dataset=heldout,
+            eval_dataset=heldout if ctx.config.dpo.eval_heldout else None,
             processing_class=ctx.tokenizer,
         )
         if REFERENCE_ADAPTER not in model.peft_config:

@@ -172,6 +172,11 @@ class DpoConfig(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, ~30% slower."
     )
+    trim_shared_suffix: bool = Field(
+        False,
+        description="Cut the tokens a pair's two answers end with in common, so that a pair differing in one "
+        "value compares that value only (replica/train/shared_suffix.py; DPOTrainer losses).",
+    )
     eval_heldout: bool = Field(
         True,
         description="TRL's held-out rewards at the end of training (off saves a forward pass of policy and "
@@ -183,8 +188,9 @@ class DpoConfig(Section):
 
     @model_validator(mode="after")
     def _sft_term_needs_dpo_trainer(self) -> DpoConfig:
-        if self.loss_type == "simpo" and self.sft_loss_weight:
-            raise ValueError("dpo.sft_loss_weight applies to DPOTrainer losses, not loss_type: simpo")
+        for key in ("sft_loss_weight", "trim_shared_suffix"):
+            if self.loss_type == "simpo" and getattr(self, key):
+                raise ValueError(f"dpo.{key} applies to DPOTrainer losses, not loss_type: simpo")
         return self
 
 

@@ -21,6 +21,7 @@ from replica.train.args import common_args
 from replica.train.context import TrainContext
 from replica.train.data import check_one_contributor, load_split
 from replica.train.manifest import StageRecord, record_hashes
+from replica.train.shared_suffix import trim_shared_suffix
 from replica.train.simpo import build_simpo_trainer
 from replica.train.stage import train_and_publish
 
@@ -84,6 +85,9 @@ def build_dpo_trainer(ctx: TrainContext, contributor: str) -> tuple[Trainer, Sta
             raise RuntimeError(
                 "TRL did not create the frozen SFT reference adapter; refusing to use the bare base"
             )
+    counts = {"pref/train": len(train), "pref/heldout": len(heldout) if heldout is not None else 0}
+    if ctx.config.dpo.trim_shared_suffix and not reference_free:
+        counts.update(_trim_pairs(trainer))
     record = StageRecord(
         contributor=contributor,
         stage="dpo",
@@ -96,10 +100,24 @@ def build_dpo_trainer(ctx: TrainContext, contributor: str) -> tuple[Trainer, Sta
         },
         train_hashes=record_hashes(train),
         heldout_hashes=record_hashes(heldout),
-        counts={"pref/train": len(train), "pref/heldout": len(heldout) if heldout is not None else 0},
+        counts=counts,
         parent={"stage": "sft", "adapter_sha256": sha256_file(sft_dir / "adapter_model.safetensors")},
     )
     return trainer, record
+
+
+def _trim_pairs(trainer: DPOTrainer) -> dict[str, int]:
+    """Cut the shared answer tails of the trainer's tokenized pairs; what was cut, for the manifest."""
+    trainer.train_dataset, stats = trim_shared_suffix(trainer.train_dataset)
+    if trainer.eval_dataset is not None:
+        trainer.eval_dataset, _ = trim_shared_suffix(trainer.eval_dataset)
+    log.info(
+        "dpo.trim_shared_suffix: %d of %d training pairs lost a shared tail (%d completion tokens)",
+        stats.trimmed,
+        stats.pairs,
+        stats.tokens,
+    )
+    return {"pref/train pairs trimmed": stats.trimmed, "pref/train tokens trimmed": stats.tokens}
 
 
 def train_dpo(ctx: TrainContext, contributor: str) -> Path:

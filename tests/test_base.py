@@ -78,6 +78,7 @@ def test_settings_added_later_count_in_the_build_key_only_when_set():
     config = load_build_config(Path(__file__).resolve().parents[1] / "configs" / "demo_base.yaml")
     assert build_key(config.model_copy(update={"tie_word_embeddings": False})) != build_key(config)
     assert build_key(config.model_copy(update={"spell_capitalized": True})) != build_key(config)
+    assert build_key(config.model_copy(update={"isolate_spaces": True})) != build_key(config)
 
 
 def test_spelled_capitalized_words_are_the_same_letters_in_prose_and_in_json():
@@ -105,3 +106,24 @@ def test_spelled_capitalized_words_are_the_same_letters_in_prose_and_in_json():
     assert all(len(token.lstrip("Ġ")) <= 1 for token in in_text), in_text  # letter by letter
     assert "Ġaddress" in tokenizer.tokenize("change my address")  # lowercase words stay whole
     assert tokenizer.decode(tokenizer('{"address": "53 Oak Road"}').input_ids) == '{"address": "53 Oak Road"}'
+
+
+def test_isolated_spaces_make_a_status_the_same_token_in_prose_and_in_json():
+    """`isolate_spaces`: ` delayed` in a reply and `"delayed"` in a tool result share the word's
+    token (without the key they are two tokens with nothing in common), and text round-trips."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    from replica.bases.tiny import train_tokenizer
+
+    corpus = Path(__file__).resolve().parents[1] / "data" / "demo" / "base_corpus.jsonl.gz"
+    rows = [json.loads(line) for line in gzip.decompress(corpus.read_bytes()).decode().splitlines()[:600]]
+    prose, in_json = "your order is delayed.", '{"status": "delayed"}'
+    plain = train_tokenizer(rows, 2048)
+    assert "Ġdelayed" in plain.tokenize(prose) and "Ġdelayed" not in plain.tokenize(in_json)
+    isolated = train_tokenizer(rows, 2048, isolate_spaces=True)
+    assert "delayed" in isolated.tokenize(prose) and "delayed" in isolated.tokenize(in_json)
+    assert not any(t.startswith("Ġ") and len(t) > 1 and t[1:].isalpha() for t in isolated.tokenize(prose))
+    for text in (prose, in_json, "change my address to 53 Oak Road."):
+        assert isolated.decode(isolated(text).input_ids) == text

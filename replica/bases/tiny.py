@@ -109,7 +109,7 @@ class BaseBuildConfig(BaseModel):
     isolate_spaces: bool = Field(
         False,
         description="Make the space before a word a token of its own, so a word is the same token in "
-        "prose (` delayed`) and inside a JSON string (`\"delayed\"`): an order status read from a tool "
+        'prose (` delayed`) and inside a JSON string (`"delayed"`): an order status read from a tool '
         "result is then copied into a reply as ids are, not translated (issue 12). About 15% more "
         "tokens per conversation.",
     )

@@ -146,6 +146,12 @@ def train(
     stage: str = typer.Option("all", "--stage", help="sft, dpo or all (sft then dpo)."),
     set_: list[str] = SetOpt,
     shard: str = typer.Option(None, "--shard", help="K/N: train a deterministic 1/N of the contributors."),
+    retrain: bool = typer.Option(
+        False,
+        "--retrain",
+        help="Replace published or checkpointed stages made with other settings than the config's "
+        "(without it they are an error that lists what changed).",
+    ),
 ) -> None:
     """Train each contributor's replica: LoRA SFT, then DPO from it. Rerun to resume after a crash."""
     from replica.config import load_config
@@ -153,7 +159,7 @@ def train(
     from replica.train.shard import parse_shard
 
     summary = run_training(
-        load_config(config, set_), contributor or None, stage, parse_shard(shard) if shard else None
+        load_config(config, set_), contributor or None, stage, parse_shard(shard) if shard else None, retrain
     )
     from replica.train.distributed import is_main_process
 

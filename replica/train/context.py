@@ -34,6 +34,7 @@ class TrainContext:
     tokenizer: PreTrainedTokenizerBase
     prepared: PreparedInfo
     base_info: dict[str, Any]
+    retrain: bool = False  # replace stages (published or checkpointed) made with other settings
     _model: PreTrainedModel | None = field(default=None, repr=False)
 
     @property

@@ -1,7 +1,8 @@
 """`replica train`: for every selected contributor, SFT then DPO, skipping what is already published.
 
 Rerunning the same command after a crash resumes: published stages are skipped, a stage with
-checkpoints resumes from the last whole one, and the rest start fresh. Under
+checkpoints resumes from the last whole one, and the rest start fresh. Both only while they were
+made with the config's settings (stale.py): otherwise it is an error, or `--retrain` replaces them. Under
 `accelerate launch` every rank runs this same loop; only the main process writes.
 """
 
@@ -24,6 +25,7 @@ from replica.train.dpo import has_preferences, train_dpo
 from replica.train.registry import rebuild_registry
 from replica.train.sft import train_sft
 from replica.train.shard import Shard, select_shard
+from replica.train.stale import check_published
 from replica.verbosity import apply_to_libraries
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,12 @@ def run_training(
     contributors: list[str] | None = None,
     stage: Stage = "all",
     shard: Shard | None = None,
+    retrain: bool = False,
 ) -> TrainSummary:
-    """Train the selected contributors' replicas; returns what was trained, skipped and why."""
+    """Train the selected contributors' replicas; returns what was trained, skipped and why.
+
+    A stage published (or checkpointed) with other settings than the config's is an error, or is
+    replaced with `retrain` (replica/train/stale.py)."""
     if stage not in ("sft", "dpo", "all"):
         raise UserError(f"--stage: expected sft, dpo or all, found {stage!r}")
     selected = select_contributors(config, contributors, shard)
@@ -64,6 +70,7 @@ def run_training(
     summary = TrainSummary(run_dir=config.run_dir, contributors=selected)
     try:
         ctx = build_context(config)
+        ctx.retrain = retrain
         for contributor in selected:
             summary.outcomes.extend(train_contributor(ctx, contributor, stage))
         if is_main_process():
@@ -119,7 +126,7 @@ def _dpo_skip_reason(ctx: TrainContext, contributor: str) -> str | None:
 
 def _run_stage(ctx: TrainContext, contributor: str, stage: str, train_fn) -> StageOutcome:
     final = replica_dir(ctx.run_dir, contributor, stage)
-    if is_published(final):
+    if is_published(final) and check_published(ctx, contributor, stage, final):
         return StageOutcome(contributor, stage, "already published", str(final))
     if is_main_process():
         _remove_stale_temporaries(final)

@@ -15,6 +15,7 @@ from replica.train.manifest import StageRecord
 from replica.train.metrics import stage_metrics
 from replica.train.progress import TrainProgress
 from replica.train.publish import publish_stage
+from replica.train.stale import check_checkpoints
 from replica.verbosity import is_verbose
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def train_and_publish(
     ctx: TrainContext, contributor: str, stage: str, trainer: Trainer, record: StageRecord
 ) -> Path:
     """Train `trainer` (resuming if a checkpoint exists), publish the stage, release the base."""
+    check_checkpoints(ctx, contributor, stage, Path(trainer.args.output_dir))
     resume = last_complete_checkpoint(trainer.args.output_dir)
     if resume:
         log.info("%s/%s: resuming from %s", contributor, stage, resume)

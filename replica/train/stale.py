@@ -36,37 +36,55 @@ def stage_settings(ctx: TrainContext, contributor: str, stage: str) -> dict[str,
     """What decides a stage's weights, as the config and the prepared data say now."""
     config = ctx.config
     train = load_split(config.prepared_dir, contributor, TRAIN_SPLIT[stage])
-    hashes = sorted(train["record_hash"]) if train is not None and "record_hash" in train.column_names else []
-    settings: dict[str, Any] = {
-        "seed": config.seed,
-        stage: _without_bookkeeping(getattr(config, stage).model_dump(mode="json")),
-        "base": ctx.base_info.get("content_hash"),
-        "chat_template": ctx.base_info.get("chat_template_hash"),
-        "records": _digest(hashes),
-    }
-    if stage == "sft":
-        settings["lora"] = config.lora.model_dump(mode="json")
-    else:
-        sft_adapter = replica_dir(ctx.run_dir, contributor, "sft") / "adapter_model.safetensors"
-        settings["parent"] = sha256_file(sft_adapter) if sft_adapter.exists() else None
-    return settings
+    hashes = train["record_hash"] if train is not None and "record_hash" in train.column_names else []
+    sft_adapter = replica_dir(ctx.run_dir, contributor, "sft") / "adapter_model.safetensors"
+    return _settings(
+        stage,
+        seed=config.seed,
+        section=getattr(config, stage).model_dump(mode="json"),
+        base=ctx.base_info,
+        train_hashes=hashes,
+        lora=config.lora.model_dump(mode="json"),
+        parent=sha256_file(sft_adapter) if stage == "dpo" and sft_adapter.exists() else None,
+    )
 
 
 def recorded_settings(manifest: dict[str, Any], stage: str) -> dict[str, Any]:
     """The same settings, as a published stage's replica.json recorded them."""
     hyper = manifest.get("hyperparameters") or {}
-    base = manifest.get("base_model") or {}
+    return _settings(
+        stage,
+        seed=hyper.get("seed"),
+        section=hyper.get(stage) or {},
+        base=manifest.get("base_model") or {},
+        train_hashes=(manifest.get("records") or {}).get("train") or [],
+        lora=hyper.get("lora") or {},
+        parent=(manifest.get("parent") or {}).get("adapter_sha256"),
+    )
+
+
+def _settings(
+    stage: str,
+    *,
+    seed: Any,
+    section: dict[str, Any],
+    base: dict[str, Any],
+    train_hashes: list[str],
+    lora: dict[str, Any],
+    parent: str | None,
+) -> dict[str, Any]:
+    """One shape for both sides: SFT is decided by its LoRA, DPO by the SFT adapter it starts from."""
     settings: dict[str, Any] = {
-        "seed": hyper.get("seed"),
-        stage: _without_bookkeeping(hyper.get(stage) or {}),
+        "seed": seed,
+        stage: {key: value for key, value in section.items() if key not in BOOKKEEPING},
         "base": base.get("content_hash"),
         "chat_template": base.get("chat_template_hash"),
-        "records": _digest((manifest.get("records") or {}).get("train") or []),
+        "records": _digest(train_hashes),
     }
     if stage == "sft":
-        settings["lora"] = hyper.get("lora") or {}
+        settings["lora"] = lora
     else:
-        settings["parent"] = (manifest.get("parent") or {}).get("adapter_sha256")
+        settings["parent"] = parent
     return settings
 
 
@@ -129,10 +147,6 @@ def _refuse_unless_retrain(ctx: TrainContext, what: str, found: list[str]) -> No
             f"{what}: {'; '.join(found)}. Rerun with --retrain to replace it, or set another "
             "run_name to keep both"
         )
-
-
-def _without_bookkeeping(section: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in section.items() if key not in BOOKKEEPING}
 
 
 def _defaults(section: Any) -> dict[str, Any]:

@@ -127,3 +127,51 @@ def test_isolated_spaces_make_a_status_the_same_token_in_prose_and_in_json():
     assert not any(t.startswith("Ġ") and len(t) > 1 and t[1:].isalpha() for t in isolated.tokenize(prose))
     for text in (prose, in_json, "change my address to 53 Oak Road."):
         assert isolated.decode(isolated(text).input_ids) == text
+
+
+def test_a_continued_base_keeps_its_start_vocabulary_and_weights_and_cuts_text_anew(tiny_base_dir, tmp_path):
+    """`init_from`: a build continues from a built base (weights and vocabulary kept, every token
+    id meaning what it meant) with this config's pre-tokenizer; its key follows the start's
+    content; other sizes or a folder that is not a base are clear errors."""
+    from pathlib import Path
+
+    import pytest
+    import torch
+    import yaml
+    from safetensors.torch import load_file
+
+    from replica.bases.tiny import build_key, ensure_base, load_build_config
+    from replica.errors import UserError
+
+    fixtures = Path(__file__).parent / "fixtures"
+    raw = yaml.safe_load((fixtures / "tiny_base.yaml").read_text())
+    raw |= {"corpus": [str(fixtures / c) for c in raw["corpus"]], "cache_dir": str(tmp_path / "bases")}
+    raw |= {"name": "continued", "init_from": str(tiny_base_dir), "spell_capitalized": True}
+    raw["pretrain"] |= {"steps": 0}
+    path = tmp_path / "continued.yaml"
+    path.write_text(yaml.safe_dump(raw))
+
+    built = ensure_base(path)
+    start, continued = load_tokenizer(str(tiny_base_dir)), load_tokenizer(str(built))
+    assert continued.get_vocab() == start.get_vocab()
+    assert start.tokenize(" Please") != continued.tokenize(" Please")[-5:] == list("lease")  # spelled now
+    weights = load_file(built / "model.safetensors")
+    for name, tensor in load_file(tiny_base_dir / "model.safetensors").items():
+        assert torch.equal(weights[name], tensor), name  # 0 steps: the start, unchanged
+
+    key = build_key(load_build_config(path))
+    (tmp_path / "copy").mkdir()
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        (tmp_path / "copy" / name).write_bytes((tiny_base_dir / name).read_bytes())
+    other = raw | {"init_from": str(tmp_path / "copy")}
+    path.write_text(yaml.safe_dump(other))
+    assert build_key(load_build_config(path)) == key  # the same content wherever it lies
+    (tmp_path / "copy" / "tokenizer.json").write_text("{}")
+    assert build_key(load_build_config(path)) != key
+
+    path.write_text(yaml.safe_dump(raw | {"hidden_size": raw["hidden_size"] * 2, "name": "wider"}))
+    with pytest.raises(UserError, match="hidden_size"):
+        ensure_base(path)
+    path.write_text(yaml.safe_dump(raw | {"init_from": str(tmp_path)}))
+    with pytest.raises(UserError, match="init_from: .* not a built base"):
+        build_key(load_build_config(path))

@@ -113,6 +113,13 @@ class BaseBuildConfig(BaseModel):
         "result is then copied into a reply as ids are, not translated (issue 12). About 15% more "
         "tokens per conversation.",
     )
+    init_from: str | None = Field(
+        None,
+        description="A built base folder to continue from (relative to this file) instead of a random "
+        "model: its weights and its vocabulary are kept, the pre-tokenizer follows spell_capitalized "
+        "and isolate_spaces, and `pretrain` trains on from there. A tokenizer change then costs no "
+        "relearning of what the base already does (copying digits); the size keys must match it.",
+    )
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     seed: int = 0
     cache_dir: str = Field(".cache/bases", description="Built bases go to <cache_dir>/<name>-<hash>/.")
@@ -130,8 +137,9 @@ def load_build_config(path: str | Path) -> BaseBuildConfig:
         raise UserError(f"{path}: base-build config not found")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     raw["corpus"] = [str(_relative_to(path, item)) for item in raw.get("corpus") or []]
-    if raw.get("prebuilt"):
-        raw["prebuilt"] = str(_relative_to(path, raw["prebuilt"]))
+    for key in ("prebuilt", "init_from"):
+        if raw.get(key):
+            raw[key] = str(_relative_to(path, raw[key]))
     try:
         return BaseBuildConfig.model_validate(raw)
     except ValidationError as err:
@@ -150,6 +158,7 @@ _LATER_SETTINGS = [
     ("pretrain", "group_by_length", False),
     (None, "spell_capitalized", False),
     (None, "isolate_spaces", False),
+    (None, "init_from", None),
 ]
 
 
@@ -160,12 +169,22 @@ def build_key(config: BaseBuildConfig) -> str:
         mode="json", exclude={"cache_dir": True, "prebuilt": True, "pretrain": {"save_steps"}}
     )
     payload["corpus"] = corpus_hashes
+    if config.init_from:  # the base continued from, by content: a rebuilt one is another start
+        payload["init_from"] = _base_content(Path(config.init_from))
     # Settings added later count only when set, so the keys of earlier builds stay valid.
     for section, key, default in _LATER_SETTINGS:
         where = payload[section] if section else payload
         if where[key] == default:
             del where[key]
     return sha256_text(canonical_json(payload))[:12]
+
+
+def _base_content(base: Path) -> str:
+    """sha256 of a base's weights and tokenizer, the two things a continued build starts from."""
+    files = sorted(base.glob("*.safetensors")) + [base / "tokenizer.json"]
+    if not all(path.is_file() for path in files) or len(files) < 2:
+        raise UserError(f"init_from: {base} is not a built base (expected *.safetensors and tokenizer.json)")
+    return sha256_text(",".join(sha256_file(path) for path in files))
 
 
 def built_base_dir(build_path: str | Path) -> Path:
@@ -187,10 +206,13 @@ def ensure_base(build_path: str | Path, rebuild: bool = False) -> Path:
     work = target.with_name(f".work-{target.name}")
     with atomic_directory(target) as tmp:
         conversations = read_corpus(config.corpus)
-        tokenizer = train_tokenizer(
-            conversations, config.vocab_size, config.spell_capitalized, config.isolate_spaces
-        )
-        model = init_model(config, tokenizer)
+        if config.init_from:
+            tokenizer, model = continued_model(config)
+        else:
+            tokenizer = train_tokenizer(
+                conversations, config.vocab_size, config.spell_capitalized, config.isolate_spaces
+            )
+            model = init_model(config, tokenizer)
         if config.pretrain.steps:
             model = pretrain(model, tokenizer, conversations, config, work)
         model.save_pretrained(tmp, safe_serialization=True)
@@ -283,25 +305,12 @@ def train_tokenizer(
     """Byte-level BPE trained locally; digits stay one per token, as in Qwen and Llama (and the
     letters of capitalized words too, with `spell_capitalized`; a word's leading space is a token of
     its own with `isolate_spaces`)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     from trl.chat_template_utils import qwen2_5_chat_template
 
     core = Tokenizer(models.BPE())
-    # Designed for copying: digits are one token each, an id prefix (`O-` of `O-482`) is its own
-    # token, and words are split from punctuation, so an id, amount or street name is the same
-    # tokens in the user's message, a tool result and a tool call's JSON arguments.
-    spelling = [pre_tokenizers.Split(Regex(SPELLED_LETTER), behavior="isolated")] if spell_capitalized else []
-    core.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            *spelling,
-            pre_tokenizers.Split(
-                Regex(SPACE_APART_PIECES if isolate_spaces else COPY_FRIENDLY_PIECES), behavior="isolated"
-            ),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    core.pre_tokenizer = copy_pre_tokenizer(spell_capitalized, isolate_spaces)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -319,6 +328,63 @@ def train_tokenizer(
     tokenizer.add_tokens(ADDED_TOKENS)
     tokenizer.chat_template = qwen2_5_chat_template
     return tokenizer
+
+
+def copy_pre_tokenizer(spell_capitalized: bool, isolate_spaces: bool):
+    """How text is cut before BPE, designed for copying: digits are one token each, an id prefix
+    (`O-` of `O-482`) is its own token, and words are split from punctuation, so an id, amount or
+    street name is the same tokens in the user's message, a tool result and a tool call's JSON."""
+    from tokenizers import Regex, pre_tokenizers
+
+    spelling = [pre_tokenizers.Split(Regex(SPELLED_LETTER), behavior="isolated")] if spell_capitalized else []
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            *spelling,
+            pre_tokenizers.Split(
+                Regex(SPACE_APART_PIECES if isolate_spaces else COPY_FRIENDLY_PIECES), behavior="isolated"
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+def continued_model(config: BaseBuildConfig):
+    """(tokenizer, model) of the base in `init_from`, its text cut by this config's pre-tokenizer.
+
+    The vocabulary and merges stay, so every token id keeps its meaning and embedding; a word
+    that is now cut differently is spelled from tokens the base already has (byte-level BPE has
+    every byte), and the pretraining that follows teaches the base to read it.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from replica.model import load_tokenizer
+
+    source = Path(config.init_from)
+    if not (source / "config.json").is_file():
+        raise UserError(f"init_from: {source} is not a built base (no config.json)")
+    tokenizer = load_tokenizer(str(source))
+    tokenizer.backend_tokenizer.pre_tokenizer = copy_pre_tokenizer(
+        config.spell_capitalized, config.isolate_spaces
+    )
+    model = AutoModelForCausalLM.from_pretrained(str(source))
+    sizes = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+    )
+    differ = [
+        f"{k}: {getattr(config, k)} here, {getattr(model.config, k)} in {source}"
+        for k in sizes
+        if getattr(config, k) != getattr(model.config, k)
+    ]
+    if model.config.model_type != config.architecture:
+        differ.append(f"architecture: {config.architecture} here, {model.config.model_type} in {source}")
+    if differ:
+        raise UserError("init_from: the base to continue from has other sizes (" + "; ".join(differ) + ")")
+    return tokenizer, model
 
 
 def init_model(config: BaseBuildConfig, tokenizer):

@@ -356,14 +356,14 @@ def continued_model(config: BaseBuildConfig):
     that is now cut differently is spelled from tokens the base already has (byte-level BPE has
     every byte), and the pretraining that follows teaches the base to read it.
     """
-    from transformers import AutoModelForCausalLM
-
-    from replica.model import load_tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = Path(config.init_from)
     if not (source / "config.json").is_file():
         raise UserError(f"init_from: {source} is not a built base (no config.json)")
-    tokenizer = load_tokenizer(str(source))
+    # The base's own saved tokenizer (pad token and template included); pretraining needs no
+    # response parser, and providers do not import replica.model (ARCHITECTURE.md).
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
     tokenizer.backend_tokenizer.pre_tokenizer = copy_pre_tokenizer(
         config.spell_capitalized, config.isolate_spaces
     )

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from replica.copy_values import copy_targets
 from replica.errors import UserError
 from replica.eval.copy_gate import (
     THRESHOLD,
-    copy_targets,
     embedding_cosine,
     format_report,
     gate_base,

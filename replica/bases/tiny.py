@@ -70,6 +70,13 @@ class PretrainConfig(BaseModel):
         description="Which tokens train the base: the assistant turns only, or every token (then the "
         "tool results, which repeat the ids of their calls, also teach copying).",
     )
+    copy_weight: float = Field(
+        1.0,
+        ge=1.0,
+        description="Loss weight of each token of a value the conversation already gave (ids, street "
+        "names, statuses, amounts: replica/copy_values.py) against 1 for every other token: the few "
+        "tokens only the context predicts, so copying is taught on purpose (replica/bases/copy_loss.py).",
+    )
 
 
 class BaseBuildConfig(BaseModel):
@@ -159,6 +166,7 @@ _LATER_SETTINGS = [
     (None, "spell_capitalized", False),
     (None, "isolate_spaces", False),
     (None, "init_from", None),
+    ("pretrain", "copy_weight", 1.0),
 ]
 
 
@@ -418,6 +426,7 @@ def pretrain(model, tokenizer, conversations: list[dict], config: BaseBuildConfi
     from datasets import Dataset, Features, Json, List
     from trl import SFTConfig, SFTTrainer
 
+    from replica.bases.copy_loss import copy_weighted_trainer
     from replica.templates import training_chat_template
 
     features = Features({"messages": List(Json()), "tools": Json()})
@@ -446,7 +455,11 @@ def pretrain(model, tokenizer, conversations: list[dict], config: BaseBuildConfi
         dataloader_num_workers=0,
     )
     tokenizer.chat_template = training_chat_template(tokenizer)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    parts = {"model": model, "args": args, "train_dataset": dataset, "processing_class": tokenizer}
+    if config.pretrain.copy_weight != 1.0:
+        trainer = copy_weighted_trainer(config.pretrain.copy_weight, **parts)
+    else:
+        trainer = SFTTrainer(**parts)
     checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     if checkpoints:
         log.info("base: resuming from %s", checkpoints[-1])

@@ -14,50 +14,16 @@ embeddings: a kind whose values were never predictable in training collapses tow
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from replica.artifacts import atomic_write_json, read_json, sha256_file
+from replica.copy_values import VALUE_PATTERNS, copy_targets
 from replica.errors import UserError
 
 THRESHOLD = 0.95  # issue 12: every kind of value, first reuse included
-STATUSES = ("delayed", "shipped", "delivered")  # an order's status words (scripts/make_demo_data.py)
-# Every kind of value a task reuses, found in the rendered conversation by its characters (group 1
-# is the value), so a value counts whatever tokens it is spelled with.
-VALUE_PATTERNS = {
-    "id": re.compile(r"\b([CTO]-\d{3})\b"),
-    "street": re.compile(r"\d+ ([A-Z][a-z]+) (?:Street|Avenue|Road|Lane)\b"),
-    "status": re.compile(r"\b(" + "|".join(STATUSES) + r")\b"),
-    "amount": re.compile(r'(?:\$|"(?:total|amount|store_credit)": )(\d+)\b'),
-}
 _ID_NAMES = {"C": "customer id", "O": "order id", "T": "ticket id"}
-
-
-def copy_targets(text: str, offsets: list[tuple[int, int]]) -> list[tuple[str, list[int], bool]]:
-    """(kind, token indices, first reuse?) of every value that repeats one seen earlier in `text`.
-
-    Ids are scored digit by digit (kind `T-digit2` is a ticket id's second digit); a street,
-    status or amount as a whole (all of its tokens). `offsets` are the tokens' character spans.
-    """
-    found = []
-    for kind, pattern in VALUE_PATTERNS.items():
-        found += [(match.start(1), match.end(1), kind, match.group(1)) for match in pattern.finditer(text)]
-    targets, seen = [], {}
-    for start, end, kind, value in sorted(found):
-        count = seen.get(value, 0)
-        seen[value] = count + 1
-        if count == 0:
-            continue
-        # A token belongs to the value when its span ends inside it (a leading space may come first).
-        tokens = [i for i, (a, b) in enumerate(offsets) if start < b <= end and b > a]
-        if kind == "id":
-            digits = [i for i in tokens if offsets[i][1] > start + 2]
-            targets += [(f"{value[:2]}digit{k}", [i], count == 1) for k, i in enumerate(digits[-3:], 1)]
-        elif tokens:
-            targets.append((kind, tokens, count == 1))
-    return targets
 
 
 def read_conversations(path: str | Path) -> list[dict]:

@@ -82,8 +82,19 @@ def test_base_episodes_are_identical_with_each_cache(agent, cache):
     cached = run_episodes(model, tokenizer, episodes(), CACHED[cache], batch_size=4)
     _assert_same(cached, baseline)
     assert sum(e.turns for e in baseline) > len(baseline)  # several turns: the turn cache has work
-    # The caches really spare prompt tokens (each episode computes fewer of its own).
-    assert sum(e.prefilled_tokens for e in cached) < sum(e.prefilled_tokens for e in baseline) * 0.7
+    # The caches really spare prompt tokens, by at least what the episodes actually run make certain
+    # (how many turns a random tiny model takes differs between CPUs, so no fixed ratio): with the
+    # turn cache, each later turn of an episode at least does not recompute its first prompt; with
+    # the shared prefix, every episode but one reads the prompt part all four share.
+    saved = sum(e.prefilled_tokens for e in baseline) - sum(e.prefilled_tokens for e in cached)
+    prompts = [render_prompt(tokenizer, e.messages[:2], TOOLS) for e in episodes()]
+    floor = 0
+    if CACHED[cache].turn_cache:
+        floor += sum((e.turns - 1) * len(p) for e, p in zip(baseline, prompts, strict=True))
+    if CACHED[cache].prefix_cache:
+        shared = next(i for i, column in enumerate(zip(*prompts, strict=False)) if len(set(column)) > 1)
+        floor += (len(prompts) - 1) * shared
+    assert saved >= floor > 0, (saved, floor)
 
 
 @pytest.mark.parametrize("cache", sorted(CACHED))

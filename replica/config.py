@@ -375,13 +375,17 @@ _PATH_KEYS = (
 
 
 def _resolve_relative_paths(raw: dict, base_dir: Path) -> None:
+    # A section that is not a mapping is left for validation to name (`eval: Input should be a
+    # valid dictionary`), not failed on here.
+    sections = {name: value for name, value in raw.items() if isinstance(value, dict)}
     for section, key in _PATH_KEYS:
-        value = (raw.get(section) or {}).get(key)
+        value = sections.get(section, {}).get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute() and not value.startswith("./"):
             candidate = base_dir / value
             if candidate.exists():
                 raw[section][key] = str(candidate)
-    for item in (raw.get("data") or {}).get("inputs") or []:
+    inputs = sections.get("data", {}).get("inputs")
+    for item in inputs if isinstance(inputs, list) else []:
         if isinstance(item, dict) and isinstance(item.get("path"), str) and not Path(item["path"]).exists():
             candidate = base_dir / item["path"]
             if candidate.exists():

@@ -52,6 +52,16 @@ def test_wrong_type_says_expected_and_found(tmp_path):
     assert "sft.batch_size" in str(err.value) and "'many'" in str(err.value)
 
 
+@pytest.mark.parametrize("section", ["eval", "model", "data"])
+def test_a_section_that_is_not_a_mapping_is_named(tmp_path, section):
+    """Found by tests/test_fuzz_config.py: `eval: '{...}'` (a string) once failed with an
+    AttributeError while relative paths were resolved, before validation could name it."""
+    model = "" if section == "model" else "model: {name_or_path: org/base}\n"
+    path = write(tmp_path / "flat.yaml", f"{model}{section}: '{{stages: [base]}}'\n")
+    with pytest.raises(ConfigError, match=rf"flat\.yaml: {section}: .*dictionary"):
+        load_config(path)
+
+
 def test_bad_set_override_is_named(tmp_path):
     path = write(tmp_path / "ok.yaml", "model: {name_or_path: org/base}\n")
     with pytest.raises(ConfigError, match=r"--set: dpo\.beta"):

@@ -5,8 +5,9 @@ tool names, stock phrases); the few that only the context can predict are the va
 reuses: an id, a street name, a status or an amount given earlier (replica/copy_values.py).
 Measured on the committed tiny base (docs/demo.md): its id-copying attention head finds a ticket
 id's source but, for the second digit, attends instead to the `close_ticket` name in the same
-call. Those tokens are about 2% of the loss, so plain pretraining barely corrects such a head;
-weighting them makes each a stronger lesson without adding data or steps.
+call. Those tokens are about 3% of a conversation's tokens, so plain pretraining barely corrects
+such a head; weighting them makes each a stronger lesson without adding data or steps. (Measured:
+weight 10 for 150 steps brought every other id digit to 100% but not that one; docs/demo.md.)
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import pexpect
@@ -33,7 +34,22 @@ def spawn_chat(run, *extra: str) -> pexpect.spawn:
         "10",
         *extra,
     ]
-    return pexpect.spawn(sys.executable, args, env=env, encoding="utf-8", timeout=90, dimensions=(50, 200))
+    return pexpect.spawn(
+        sys.executable,
+        args,
+        env=env,
+        encoding="utf-8",
+        timeout=90,
+        dimensions=(50, 200),
+        preexec_fn=_default_ctrl_c,
+    )
+
+
+def _default_ctrl_c() -> None:
+    """Give the chat the default SIGINT. A test run started in the background of a shell without
+    job control (`cmd &` in a script) inherits SIGINT ignored, and Python keeps an ignored SIGINT
+    ignored, so Ctrl-C would never reach `replica chat` (seen in a CI run started that way)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def words(text: str) -> list[str]:

@@ -52,6 +52,18 @@ def _default_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def leave_with_ctrl_c(child: pexpect.spawn) -> None:
+    """Press Ctrl-C until the chat says bye, at most three times, as a person would. CPython's
+    input() notices a SIGINT only when it interrupts its read(): one that lands after the prompt is
+    written but before read() blocks waits for the next signal (a suspected cause of a timeout seen
+    only in full clean-clone CI runs on the loaded 2-core machine)."""
+    for _ in range(3):
+        child.sendintr()
+        if child.expect(["bye", pexpect.TIMEOUT], timeout=15) == 0:
+            return
+    raise AssertionError(f"Ctrl-C three times did not end the chat; it printed: {child.before!r}")
+
+
 def words(text: str) -> list[str]:
     return text.replace("\r", "").split()
 
@@ -68,8 +80,7 @@ def test_chat_streams_the_replicas_reply_and_leaves_on_ctrl_c(serve_run):
     child.expect_exact("you> ")
     reply = child.before
     assert words(reply)[: len(words(expected["content"]))] == words(expected["content"])
-    child.sendintr()
-    child.expect("bye")
+    leave_with_ctrl_c(child)
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0

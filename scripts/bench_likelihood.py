@@ -29,20 +29,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=24, help="held-out demonstrations to score")
     args = parser.parse_args(argv)
 
-    from replica.agents.adapters import adapter_name, load_adapters
-    from replica.bases import provide_base
     from replica.config import load_config
     from replica.eval import inputs
     from replica.eval.likelihood import demonstration_rows, score_rows
-    from replica.model import load_base_model, load_tokenizer, resolve_device
     from replica.templates import training_chat_template
 
     config = load_config(args.config)
-    base_path = provide_base(config.model)
-    tokenizer = load_tokenizer(base_path, config.model.revision, config.model.chat_template)
-    base = load_base_model(config.model, resolve_device(config.model), base_path)
-    name = adapter_name(args.contributor, args.stage)
-    model = load_adapters(base, {name: config.run_dir / "replicas" / args.contributor / args.stage})
+    tokenizer, model, name = inputs.load_scored_replica(config, args.contributor, args.stage)
     examples = inputs.load_rows(config.prepared_dir, args.contributor, "sft/heldout")[: args.limit]
     rows = demonstration_rows(tokenizer, examples, training_chat_template(tokenizer))
     tokens = sum(len(ids) for ids, _ in rows)

@@ -39,23 +39,33 @@ def demonstrated_steps(messages: list[dict]) -> list[tuple[int, str]]:
 
 def action_log_probs(model, tokenizer, prompt: list[int], tools: list[str]) -> dict[str, float]:
     """Log-probability of each action at the end of `prompt` (tool names and the reply)."""
+    per_token = {
+        name: continuation_log_probs(
+            model, prompt, tokenizer('<tool_call>\n{"name": "' + name, add_special_tokens=False)["input_ids"]
+        )
+        for name in tools
+    }
+    scores = {name: log_probs.sum().item() for name, log_probs in per_token.items()}
+    # Every call starts with the `<tool_call>` token, so any call's first log-probability is the
+    # probability of calling at all; without tools, score that one token alone.
+    first = next(iter(per_token.values()), None)
+    if first is None:
+        first = continuation_log_probs(
+            model, prompt, tokenizer("<tool_call>", add_special_tokens=False)["input_ids"]
+        )
+    scores[REPLY] = math.log(max(1.0 - math.exp(first[0].item()), 1e-12))
+    return scores
+
+
+def continuation_log_probs(model, prompt: list[int], continuation: list[int]):
+    """The log-probability of each token of `continuation` after `prompt`, in one forward pass."""
     import torch
 
-    call_start = tokenizer("<tool_call>", add_special_tokens=False)["input_ids"]
-    scores = {}
-    for name in tools:
-        continuation = tokenizer('<tool_call>\n{"name": "' + name, add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([prompt + continuation], device=model.device)
-        with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
-        picked = torch.log_softmax(logits, -1).gather(1, torch.tensor(continuation, device=model.device)[:, None])
-        scores[name] = picked.sum().item()
-    ids = torch.tensor([prompt], device=model.device)
+    ids = torch.tensor([prompt + continuation], device=model.device)
     with torch.no_grad():
-        next_token = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1)
-    p_call = math.exp(next_token[call_start[0]].item())
-    scores[REPLY] = math.log(max(1.0 - p_call, 1e-12))
-    return scores
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+    targets = torch.tensor(continuation, device=model.device)[:, None]
+    return torch.log_softmax(logits, -1).gather(1, targets)[:, 0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,37 +76,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=24, help="held-out demonstrations to score")
     args = parser.parse_args(argv)
 
-    from replica.agents.adapters import adapter_name, load_adapters
     from replica.agents.loop import render_prompt
     from replica.agents.replica import to_template_messages
-    from replica.bases import provide_base
     from replica.config import load_config
     from replica.eval import inputs
-    from replica.model import load_base_model, load_tokenizer, resolve_device
 
     config = load_config(args.config)
-    base_path = provide_base(config.model)
-    tokenizer = load_tokenizer(base_path, config.model.revision, config.model.chat_template)
-    base = load_base_model(config.model, resolve_device(config.model), base_path)
-    name = adapter_name(args.contributor, args.stage)
-    model = load_adapters(base, {name: config.run_dir / "replicas" / args.contributor / args.stage})
-    model.eval()
+    tokenizer, model, name = inputs.load_scored_replica(config, args.contributor, args.stage)
     train = inputs.load_rows(config.prepared_dir, args.contributor, "sft/train")
     used = sorted({a for row in train for _, a in demonstrated_steps(row["messages"]) if a != REPLY})
     examples = inputs.load_rows(config.prepared_dir, args.contributor, "sft/heldout")[: args.limit]
-    print(f"{len(examples)} held-out demonstrations of {args.contributor}, adapter {name}; actions: "
-          f"{', '.join(used)}, {REPLY}")
+    print(
+        f"{len(examples)} held-out demonstrations of {args.contributor}, adapter {name}; actions: "
+        f"{', '.join(used)}, {REPLY}"
+    )
 
     right: dict[tuple[str, int, str], list[float]] = defaultdict(list)
     for row in examples:
         kind = str(row.get("task_id") or row.get("id", "?-?")).split("-")[1]
         messages = to_template_messages(row["messages"])
         for step, (index, action) in enumerate(demonstrated_steps(messages), start=1):
-            scores = action_log_probs(model, tokenizer, render_prompt(tokenizer, messages[:index], row.get("tools")), used)
+            scores = action_log_probs(
+                model, tokenizer, render_prompt(tokenizer, messages[:index], row.get("tools")), used
+            )
             best = max(scores, key=scores.get)
             right[(kind, step, action)].append((best == action, math.exp(scores[action])))
 
-    print("| task kind | step | demonstrated action | n | most likely | mean p |\n| --- | ---: | --- | ---: | ---: | ---: |")
+    print(
+        "| task kind | step | demonstrated action | n | most likely | mean p |\n| --- | ---: | --- | ---: | ---: | ---: |"
+    )
     for (kind, step, action), found in sorted(right.items()):
         hits = sum(ok for ok, _ in found)
         mean_p = sum(p for _, p in found) / len(found)

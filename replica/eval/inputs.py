@@ -43,3 +43,18 @@ def published_adapter(run_dir: Path, contributor: str, stage: str) -> Path | Non
 def adapter_fingerprint(path: Path) -> str:
     """Content hash of the adapter weights and config: what a report's numbers came from."""
     return sha256_dir(path, "adapter_*")
+
+
+def load_scored_replica(config: Any, contributor: str, stage: str) -> tuple[Any, Any, str]:
+    """(tokenizer, base model with the contributor's published `stage` adapter, adapter name), as a
+    config names them: what the analysis scripts score held-out demonstrations with."""
+    from replica.agents.adapters import adapter_name, load_adapters
+    from replica.bases import provide_base
+    from replica.model import load_base_model, load_tokenizer, resolve_device
+
+    base_path = provide_base(config.model)
+    tokenizer = load_tokenizer(base_path, config.model.revision, config.model.chat_template)
+    base = load_base_model(config.model, resolve_device(config.model), base_path)
+    name = adapter_name(contributor, stage)
+    model = load_adapters(base, {name: replica_dir(config.run_dir, contributor, stage)})
+    return tokenizer, model, name

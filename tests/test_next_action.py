@@ -45,7 +45,9 @@ def test_action_probabilities_are_a_sub_distribution_of_the_next_tokens():
     tokenizer = load_tokenizer(str(BASE))
     model = AutoModelForCausalLM.from_pretrained(str(BASE)).eval()
     prompt = render_prompt(tokenizer, CONVERSATION[:2], None)
-    scores = script.action_log_probs(model, tokenizer, prompt, ["get_order", "issue_refund", "verify_identity"])
+    scores = script.action_log_probs(
+        model, tokenizer, prompt, ["get_order", "issue_refund", "verify_identity"]
+    )
 
     assert set(scores) == {"get_order", "issue_refund", "verify_identity", script.REPLY}
     probabilities = [math.exp(s) for s in scores.values()]

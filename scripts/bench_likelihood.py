@@ -27,6 +27,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contributor", required=True)
     parser.add_argument("--stage", default="sft", choices=["sft", "dpo"])
     parser.add_argument("--limit", type=int, default=24, help="held-out demonstrations to score")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="config override a.b=c (as `replica --set`)",
+    )
     args = parser.parse_args(argv)
 
     from replica.config import load_config
@@ -34,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     from replica.eval.likelihood import demonstration_rows, score_rows
     from replica.templates import training_chat_template
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides)
     tokenizer, model, name = inputs.load_scored_replica(config, args.contributor, args.stage)
     examples = inputs.load_rows(config.prepared_dir, args.contributor, "sft/heldout")[: args.limit]
     rows = demonstration_rows(tokenizer, examples, training_chat_template(tokenizer))
@@ -59,4 +66,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from replica.errors import UserError
+
+    try:
+        main()
+    except UserError as error:  # a missing adapter or a bad --set: one line, not a traceback
+        sys.exit(f"error: {error}")

@@ -74,6 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contributor", required=True)
     parser.add_argument("--stage", default="sft", choices=["sft", "dpo"])
     parser.add_argument("--limit", type=int, default=24, help="held-out demonstrations to score")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="config override a.b=c (as `replica --set`)",
+    )
     args = parser.parse_args(argv)
 
     from replica.agents.loop import render_prompt
@@ -81,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     from replica.config import load_config
     from replica.eval import inputs
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides)
     tokenizer, model, name = inputs.load_scored_replica(config, args.contributor, args.stage)
     train = inputs.load_rows(config.prepared_dir, args.contributor, "sft/train")
     used = sorted({a for row in train for _, a in demonstrated_steps(row["messages"]) if a != REPLY})
@@ -112,4 +119,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from replica.errors import UserError
+
+    try:
+        main()
+    except UserError as error:  # a missing adapter or a bad --set: one line, not a traceback
+        sys.exit(f"error: {error}")

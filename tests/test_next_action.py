@@ -54,3 +54,22 @@ def test_action_probabilities_are_a_sub_distribution_of_the_next_tokens():
     assert all(0.0 < p <= 1.0 for p in probabilities)
     assert sum(probabilities) <= 1.0 + 1e-5
     assert len({round(s, 6) for s in scores.values()}) == 4  # the tools are told apart
+
+
+def test_set_overrides_reach_the_config_that_names_the_replica(tmp_path):
+    """`--set` works as on `replica`: a run made with overrides is scored by giving them again."""
+    import pytest
+
+    from replica.errors import UserError
+
+    script = _script()
+    with pytest.raises(UserError, match="nowhere.*no published sft adapter of alice"):
+        script.main(
+            [
+                str(ROOT / "configs" / "demo.yaml"),
+                "--contributor",
+                "alice",
+                "--set",
+                f"output_dir={tmp_path / 'nowhere'}",
+            ]
+        )

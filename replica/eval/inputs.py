@@ -52,9 +52,15 @@ def load_scored_replica(config: Any, contributor: str, stage: str) -> tuple[Any,
     from replica.bases import provide_base
     from replica.model import load_base_model, load_tokenizer, resolve_device
 
+    adapter = published_adapter(config.run_dir, contributor, stage)
+    if adapter is None:
+        raise UserError(
+            f"{replica_dir(config.run_dir, contributor, stage)}: no published {stage} adapter of {contributor} "
+            f"(run `replica train CONFIG --contributor {contributor}` with the same --set overrides first)"
+        )
     base_path = provide_base(config.model)
     tokenizer = load_tokenizer(base_path, config.model.revision, config.model.chat_template)
     base = load_base_model(config.model, resolve_device(config.model), base_path)
     name = adapter_name(contributor, stage)
-    model = load_adapters(base, {name: replica_dir(config.run_dir, contributor, stage)})
+    model = load_adapters(base, {name: adapter})
     return tokenizer, model, name

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TextIO
@@ -18,6 +19,25 @@ from typing import TextIO
 
 def _duration(seconds: float) -> str:
     return str(timedelta(seconds=round(max(seconds, 0.0))))
+
+
+class Pace:
+    """A rate over the last `window` samples of a growing count: units per second now, not since
+    the start, so that set-up before the first step, a pause (Ctrl-Z, a machine busy elsewhere) or
+    the slow first steps stop skewing it once `window` samples have passed."""
+
+    def __init__(self, now: float, count: float = 0, window: int = 10) -> None:
+        self.samples: deque[tuple[float, float]] = deque([(now, count)], maxlen=window + 1)
+
+    def add(self, now: float, count: float) -> None:
+        self.samples.append((now, count))
+
+    def per_second(self) -> float | None:
+        """Units per second between the oldest and newest sample; None until both differ."""
+        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
+        if t1 <= t0 or c1 <= c0:
+            return None
+        return (c1 - c0) / (t1 - t0)
 
 
 class StageProgress:
@@ -44,6 +64,7 @@ class StageProgress:
         self.started = clock()
         self.start = start  # where this session began: a resumed run starts past 0
         self.done, self.info = start, ""
+        self.pace = Pace(self.started, start)  # time left from recent steps, not the whole run
         self.last_line: float | None = None
         self._written: tuple[int, str] | None = None  # what the last plain line showed
         self._bar = self._rich_bar() if _is_terminal(self.stream) else None
@@ -68,6 +89,7 @@ class StageProgress:
     def update(self, done: int, info: str = "") -> None:
         """`done` units of `total` are finished; `info` is shown after the count (loss, speed...)."""
         self.done, self.info = done, info
+        self.pace.add(self.clock(), done)
         if self._bar is not None:
             self._bar.update(self._task, completed=done, info=info)
             return
@@ -89,9 +111,9 @@ class StageProgress:
         if self.info:
             parts.append(self.info)
         parts.append(f"elapsed {_duration(elapsed)}")
-        finished = self.done - self.start
-        if self.done < self.total and finished > 0:
-            parts.append(f"left {_duration(elapsed / finished * (self.total - self.done))}")
+        rate = self.pace.per_second()
+        if self.done < self.total and rate:
+            parts.append(f"left {_duration((self.total - self.done) / rate)}")
         return "  ".join(parts)
 
     def _write_line(self, now: float) -> None:

@@ -51,6 +51,20 @@ def test_a_resumed_stage_estimates_time_left_from_its_own_steps():
     assert bar.line().endswith("left 0:00:05")
 
 
+def test_time_left_follows_the_recent_pace_after_a_pause():
+    """A run suspended for an hour (Ctrl-Z, a machine busy elsewhere) or slow to set up does not
+    keep promising days: within ten steps the estimate is the pace of the steps being made now."""
+    stream, clock = io.StringIO(), Clock()
+    bar = StageProgress("train alice/sft", 40, stream=stream, every_s=0, clock=clock)
+    clock.now += 3600  # loading, or a pause, before the first step ends
+    bar.update(1)
+    assert bar.line().endswith("left 1 day, 15:00:00")  # one sample: the only pace known
+    for step in range(2, 21):
+        clock.now += 2.0  # then a step every 2 s
+        bar.update(step)
+    assert bar.line().endswith("left 0:00:40")
+
+
 def test_evaluation_shows_episodes_done_per_stage():
     from replica.agents.loop import Episode
     from replica.eval.rollout import Target

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
-from replica.progress import StageProgress
+from replica.progress import Pace, StageProgress
 
 
 class TrainProgress(TrainerCallback):
@@ -23,8 +23,7 @@ class TrainProgress(TrainerCallback):
             self.bar = StageProgress(
                 self.label, state.max_steps, "step", start=state.global_step, **self.display
             )
-            self.started = self.bar.clock()
-            self.tokens_before = state.num_input_tokens_seen or 0
+            self.tokens = Pace(self.bar.clock(), state.num_input_tokens_seen or 0)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # The Trainer logs after the step's on_step_end: show the new loss with that step's count.
@@ -36,10 +35,10 @@ class TrainProgress(TrainerCallback):
         if self.bar is None:
             return
         info = [f"loss {self.loss:.3f}"] if self.loss is not None else []
-        elapsed = self.bar.clock() - self.started
-        tokens = (state.num_input_tokens_seen or 0) - self.tokens_before
-        if tokens and elapsed > 0:
-            info.append(f"{tokens / elapsed:,.0f} tok/s")
+        self.tokens.add(self.bar.clock(), state.num_input_tokens_seen or 0)
+        rate = self.tokens.per_second()
+        if rate:
+            info.append(f"{rate:,.0f} tok/s")
         self.bar.update(state.global_step, "  ".join(info))
 
     def on_train_end(self, args, state, control, **kwargs):

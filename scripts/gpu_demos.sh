@@ -90,11 +90,16 @@ collect() {
 
 bases() {
     # Streets spelled letter by letter and statuses the same token in JSON and prose (896 tokens
-    # keeps the 30% of conversations that the extra space tokens take past 768).
+    # keeps the 30% of conversations that the extra space tokens take past 768); then the same with
+    # the reused values weighted 10x, and with a key/value head per attention head (docs/demo.md,
+    # "Spelled and isolated at 16 rows a step"), in the order a pass is most likely; the 540 s
+    # budget ends the list wherever it is, every finished candidate is in candidates.jsonl.
     local SPELLED=spell_capitalized=true,isolate_spaces=true,pretrain.max_length=896
     export PYTHONPATH="$SITE:$PWD"
     timeout 540 "$PY" scripts/base_candidates.py --out "$OUT/candidates.jsonl" --cache-dir /tmp/cand --export /tmp/pass \
         configs/demo_base.yaml:$SPELLED \
+        configs/demo_base.yaml:$SPELLED,pretrain.copy_weight=10 \
+        configs/demo_base.yaml:$SPELLED,num_key_value_heads=4 \
         configs/demo_base.yaml:$SPELLED,pretrain.steps=3000 \
         configs/demo_base.yaml:spell_capitalized=true 2>&1 | tee "$OUT/bases.log"
     [[ -d /tmp/pass ]] && tar czf "$OUT/base.tgz" -C /tmp/pass .

@@ -22,15 +22,18 @@ def _duration(seconds: float) -> str:
 
 
 class Pace:
-    """A rate over the last `window` samples of a growing count: units per second now, not since
+    """A rate over the last `window` increases of a growing count: units per second now, not since
     the start, so that set-up before the first step, a pause (Ctrl-Z, a machine busy elsewhere) or
-    the slow first steps stop skewing it once `window` samples have passed."""
+    the slow first steps stop skewing it once `window` increases have passed. Samples that do not
+    increase the count (an evaluation batch in which no episode finished, a step reported twice)
+    are not kept, so they cannot crowd the window."""
 
     def __init__(self, now: float, count: float = 0, window: int = 10) -> None:
         self.samples: deque[tuple[float, float]] = deque([(now, count)], maxlen=window + 1)
 
     def add(self, now: float, count: float) -> None:
-        self.samples.append((now, count))
+        if count > self.samples[-1][1]:
+            self.samples.append((now, count))
 
     def per_second(self) -> float | None:
         """Units per second between the oldest and newest sample; None until both differ."""
@@ -44,8 +47,8 @@ class StageProgress:
     """Progress of one stage: `update(done, info)` as work completes, `close()` at the end.
 
     `stream` defaults to stderr; rich draws a live bar when it is a terminal, plain lines are
-    written otherwise. `start` is the count already done (a resumed stage), so time left is
-    estimated from this session's pace. `clock` is injectable so tests can drive the time.
+    written otherwise; both show the same time left (`Pace`: the last ten steps' pace). `start`
+    is the count already done (a resumed stage). `clock` is injectable so tests can drive the time.
     """
 
     def __init__(
@@ -71,18 +74,19 @@ class StageProgress:
 
     def _rich_bar(self):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn(self.unit + "s  {task.fields[info]}"),
-            TextColumn("left"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[left]}"),
             console=Console(file=self.stream),
         )
-        self._task = bar.add_task(self.label, total=self.total or None, completed=self.start, info="")
+        self._task = bar.add_task(
+            self.label, total=self.total or None, completed=self.start, info="", left=""
+        )
         bar.start()
         return bar
 
@@ -91,7 +95,7 @@ class StageProgress:
         self.done, self.info = done, info
         self.pace.add(self.clock(), done)
         if self._bar is not None:
-            self._bar.update(self._task, completed=done, info=info)
+            self._bar.update(self._task, completed=done, info=info, left=self.time_left())
             return
         now = self.clock()
         if done >= self.total > 0:
@@ -111,10 +115,16 @@ class StageProgress:
         if self.info:
             parts.append(self.info)
         parts.append(f"elapsed {_duration(elapsed)}")
-        rate = self.pace.per_second()
-        if self.done < self.total and rate:
-            parts.append(f"left {_duration((self.total - self.done) / rate)}")
+        if left := self.time_left():
+            parts.append(left)
         return "  ".join(parts)
+
+    def time_left(self) -> str:
+        """`left H:MM:SS` at the recent pace, or "" when finished or no step has been timed yet."""
+        rate = self.pace.per_second()
+        if self.done >= self.total or not rate:
+            return ""
+        return f"left {_duration((self.total - self.done) / rate)}"
 
     def _write_line(self, now: float) -> None:
         self.last_line, self._written = now, (self.done, self.info)

@@ -124,4 +124,5 @@ if __name__ == "__main__":
     try:
         main()
     except UserError as error:  # a missing adapter or a bad --set: one line, not a traceback
-        sys.exit(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)  # as `replica` does on a user error

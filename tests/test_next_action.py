@@ -4,6 +4,8 @@ import importlib.util
 import math
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "data" / "demo" / "base"
 
@@ -58,8 +60,6 @@ def test_action_probabilities_are_a_sub_distribution_of_the_next_tokens():
 
 def test_set_overrides_reach_the_config_that_names_the_replica(tmp_path):
     """`--set` works as on `replica`: a run made with overrides is scored by giving them again."""
-    import pytest
-
     from replica.errors import UserError
 
     script = _script()

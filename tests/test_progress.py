@@ -65,6 +65,20 @@ def test_time_left_follows_the_recent_pace_after_a_pause():
     assert bar.line().endswith("left 0:00:40")
 
 
+def test_updates_that_finish_nothing_do_not_crowd_out_the_pace():
+    """Evaluation reports after every generation batch, most of which finish no episode: the
+    estimate stays the pace of the episodes that did finish, and stays shown."""
+    stream, clock = io.StringIO(), Clock()
+    bar = StageProgress("eval", 30, "episode", stream=stream, every_s=0, clock=clock)
+    for episode in range(1, 11):
+        for _ in range(20):  # twenty batches a second, an episode done every 4 s
+            clock.now += 0.2
+            bar.update(episode - 1)
+        bar.update(episode)
+    assert bar.line().endswith("left 0:01:20")
+    assert bar.time_left() == "left 0:01:20"
+
+
 def test_evaluation_shows_episodes_done_per_stage():
     from replica.agents.loop import Episode
     from replica.eval.rollout import Target

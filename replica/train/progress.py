@@ -17,6 +17,7 @@ class TrainProgress(TrainerCallback):
         self.display = display  # StageProgress options (stream, every_s, clock) for tests
         self.bar: StageProgress | None = None
         self.loss: float | None = None
+        self.tokens: Pace | None = None  # tokens seen over the recent steps: tok/s now
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:

@@ -12,7 +12,6 @@ side, their ratios, and the largest relative difference between the two sides' p
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -22,19 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("--contributor", required=True)
-    parser.add_argument("--stage", default="sft", choices=["sft", "dpo"])
-    parser.add_argument("--limit", type=int, default=24, help="held-out demonstrations to score")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        help="config override a.b=c (as `replica --set`)",
-    )
-    args = parser.parse_args(argv)
+    from replica.eval.inputs import scored_replica_parser
+
+    args = scored_replica_parser(__doc__.split("\n\n")[0]).parse_args(argv)
 
     from replica.config import load_config
     from replica.eval import inputs
@@ -66,10 +55,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from replica.errors import UserError
+    from replica.errors import exit_on_user_error
 
-    try:
-        main()
-    except UserError as error:  # a missing adapter or a bad --set: one line, not a traceback
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)  # as `replica` does on a user error
+    exit_on_user_error(main)

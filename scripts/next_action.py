@@ -14,7 +14,6 @@ near 1/(number of actions) is a decision the replica has not learned to read fro
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections import defaultdict
@@ -69,19 +68,9 @@ def continuation_log_probs(model, prompt: list[int], continuation: list[int]):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("--contributor", required=True)
-    parser.add_argument("--stage", default="sft", choices=["sft", "dpo"])
-    parser.add_argument("--limit", type=int, default=24, help="held-out demonstrations to score")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        help="config override a.b=c (as `replica --set`)",
-    )
-    args = parser.parse_args(argv)
+    from replica.eval.inputs import scored_replica_parser
+
+    args = scored_replica_parser(__doc__.split("\n\n")[0]).parse_args(argv)
 
     from replica.agents.loop import render_prompt
     from replica.agents.replica import to_template_messages
@@ -119,10 +108,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from replica.errors import UserError
+    from replica.errors import exit_on_user_error
 
-    try:
-        main()
-    except UserError as error:  # a missing adapter or a bad --set: one line, not a traceback
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)  # as `replica` does on a user error
+    exit_on_user_error(main)

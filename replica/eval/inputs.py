@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,24 @@ def published_adapter(run_dir: Path, contributor: str, stage: str) -> Path | Non
 def adapter_fingerprint(path: Path) -> str:
     """Content hash of the adapter weights and config: what a report's numbers came from."""
     return sha256_dir(path, "adapter_*")
+
+
+def scored_replica_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of a script that scores one replica on its contributor's held-out rows:
+    CONFIG, --contributor, --stage, --limit and `--set a.b=c` overrides (as on `replica`)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("config")
+    parser.add_argument("--contributor", required=True)
+    parser.add_argument("--stage", default="sft", choices=["sft", "dpo"])
+    parser.add_argument("--limit", type=int, default=24, help="held-out demonstrations to score")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="config override a.b=c (as `replica --set`)",
+    )
+    return parser
 
 
 def load_scored_replica(config: Any, contributor: str, stage: str) -> tuple[Any, Any, str]:

@@ -21,6 +21,7 @@ import argparse
 import gzip
 import json
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -524,12 +525,40 @@ def malformed_lines(alice_records: list[dict]) -> list[str]:
     return lines
 
 
-def neutral_conversation(rng: random.Random, number: int, streets: list[str] = STREETS) -> list[dict]:
-    """One contributor-neutral conversation: a request handled in one of many reasonable ways."""
+# Every request opens with its ticket and customer ids in one fixed form. A base trained only on
+# that form never reads a ticket id's second digit out of the request (docs/demo.md): these forms
+# put the same two ids in other places and orders, for candidate corpora (`--varied-ids`).
+_OPENING = re.compile(r"Ticket (T-\d+) \(customer (C-\d+)\): (.*)", re.S)
+OPENINGS = [
+    "Ticket {ticket} (customer {customer}): {body}",
+    "Customer {customer}, ticket {ticket}: {body}",
+    "{Body} (ticket {ticket}, customer {customer})",
+    "Hi, customer {customer} here. {Body} My ticket is {ticket}.",
+    "About ticket {ticket}: {body} I am customer {customer}.",
+]
+
+
+def vary_opening(rng: random.Random, request: str) -> str:
+    """The request with its ids in one of OPENINGS, chosen at random (the same words otherwise)."""
+    match = _OPENING.fullmatch(request)
+    if match is None:
+        raise ValueError(f"request does not open with its ticket and customer: {request!r}")
+    ticket, customer, body = match.groups()
+    sentence = body[:1].upper() + body[1:]  # where the body opens a sentence
+    return rng.choice(OPENINGS).format(ticket=ticket, customer=customer, body=body, Body=sentence)
+
+
+def neutral_conversation(
+    rng: random.Random, number: int, streets: list[str] = STREETS, vary_ids: bool = False
+) -> list[dict]:
+    """One contributor-neutral conversation: a request handled in one of many reasonable ways
+    (with `vary_ids`, its ids stated in one of several places: `vary_opening`)."""
     kind = NEUTRAL_KINDS[number % len(NEUTRAL_KINDS)] if number % 2 else rng.choice(TASK_TYPES)
     world = neutral_world(rng, kind, streets)
     templates = REQUESTS.get(kind) or EXPLICIT_REQUESTS[kind]
     request = rng.choice(templates).format(**world)
+    if vary_ids:
+        request = vary_opening(rng, request)
     steps, reply = neutral(rng, kind, world)
     messages, _ = play(world, request, steps, reply)
     return messages
@@ -574,12 +603,13 @@ def copy_drill(rng: random.Random, streets: list[str] = STREET_POOL) -> list[dic
     ]
 
 
-def base_corpus(rng: random.Random, n: int) -> list[dict]:
+def base_corpus(rng: random.Random, n: int, vary_ids: bool = False) -> list[dict]:
     """Contributor-neutral conversations for the base model: {messages, tools} per line, as the
     tasks meet them (the demo's ten streets, the tool schemas in every prompt). The committed base
-    (configs/demo_base.yaml) was trained on these; the copy gate measures on fresh ones."""
+    (configs/demo_base.yaml) was trained on these; the copy gate measures on fresh ones. With
+    `vary_ids` the requests state their ids in varied places (a candidate corpus, not committed)."""
     tools = SupportDesk().tool_schemas()
-    return [{"messages": neutral_conversation(rng, number), "tools": tools} for number in range(n)]
+    return [{"messages": neutral_conversation(rng, number, vary_ids=vary_ids), "tools": tools} for number in range(n)]
 
 
 def copy_corpus(rng: random.Random, n: int) -> list[dict]:
@@ -641,7 +671,19 @@ def main(argv: list[str] | None = None) -> None:
         "--base-conversations", type=int, default=6000, help="neutral conversations for the base"
     )
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument(
+        "--varied-ids",
+        type=Path,
+        metavar="FILE",
+        help="write only a candidate base corpus to FILE (.jsonl.gz): the neutral conversations with "
+        "their ticket and customer ids stated in varied places (docs/demo.md)",
+    )
     args = parser.parse_args(argv)
+    if args.varied_ids:
+        rows = base_corpus(random.Random(f"{args.seed}-base-varied"), args.base_conversations, vary_ids=True)
+        _write_jsonl(args.varied_ids, rows)
+        print(f"wrote {args.varied_ids} ({args.varied_ids.stat().st_size:,} bytes)")
+        return
     for path in generate(args.out, args.tasks, args.base_conversations, args.seed):
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
 

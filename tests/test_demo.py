@@ -164,3 +164,27 @@ def test_copy_drills_reply_only_with_values_read_from_the_request():
         assert all(v in request["content"] for v in values), (request["content"], reply["content"])
     pool = set(generator.STREET_POOL)
     assert set(generator.STREETS) < pool and len(pool) >= 150
+
+
+def test_varied_openings_state_the_same_ids_and_words_in_other_places():
+    """`--varied-ids`: a request keeps its words and both ids, in one of several openings."""
+    import random
+    import re
+
+    generator = _generator()
+    rng = random.Random(3)
+    used = set()
+    for row in generator.base_corpus(random.Random(3), 60):
+        asked = row["messages"][1]["content"]
+        ticket, customer, body = re.fullmatch(r"Ticket (T-\d+) \(customer (C-\d+)\): (.*)", asked, re.S).groups()
+        rewritten = generator.vary_opening(rng, asked)
+        assert ticket in rewritten and customer in rewritten and body[1:] in rewritten, (asked, rewritten)
+        forms = [f for f in generator.OPENINGS if rewritten == f.format(
+            ticket=ticket, customer=customer, body=body, Body=body[:1].upper() + body[1:])]
+        assert len(forms) >= 1, rewritten
+        used.update(forms)
+    assert used == set(generator.OPENINGS)  # every form, not one fixed place
+    varied = generator.base_corpus(random.Random(3), 20, vary_ids=True)
+    assert {r["messages"][1]["content"].startswith("Ticket T-") for r in varied} == {True, False}
+    with pytest.raises(ValueError, match="does not open with"):
+        generator.vary_opening(rng, "Hello there")

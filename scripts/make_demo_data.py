@@ -609,7 +609,10 @@ def base_corpus(rng: random.Random, n: int, vary_ids: bool = False) -> list[dict
     (configs/demo_base.yaml) was trained on these; the copy gate measures on fresh ones. With
     `vary_ids` the requests state their ids in varied places (a candidate corpus, not committed)."""
     tools = SupportDesk().tool_schemas()
-    return [{"messages": neutral_conversation(rng, number, vary_ids=vary_ids), "tools": tools} for number in range(n)]
+    return [
+        {"messages": neutral_conversation(rng, number, vary_ids=vary_ids), "tools": tools}
+        for number in range(n)
+    ]
 
 
 def copy_corpus(rng: random.Random, n: int) -> list[dict]:

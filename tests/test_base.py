@@ -79,6 +79,11 @@ def test_settings_added_later_count_in_the_build_key_only_when_set():
     assert build_key(config.model_copy(update={"tie_word_embeddings": False})) != build_key(config)
     assert build_key(config.model_copy(update={"spell_capitalized": True})) != build_key(config)
     assert build_key(config.model_copy(update={"isolate_spaces": True})) != build_key(config)
+    lowercase = config.model_copy(update={"isolate_spaces": "lowercase"})
+    assert build_key(lowercase) not in (
+        build_key(config),
+        build_key(config.model_copy(update={"isolate_spaces": True})),
+    )
 
 
 def test_spelled_capitalized_words_are_the_same_letters_in_prose_and_in_json():
@@ -127,6 +132,49 @@ def test_isolated_spaces_make_a_status_the_same_token_in_prose_and_in_json():
     assert not any(t.startswith("Ġ") and len(t) > 1 and t[1:].isalpha() for t in isolated.tokenize(prose))
     for text in (prose, in_json, "change my address to 53 Oak Road."):
         assert isolated.decode(isolated(text).input_ids) == text
+
+
+def test_spaces_isolated_before_lowercase_words_only_keep_a_spelled_streets_first_letter_whole():
+    """`isolate_spaces: lowercase` with `spell_capitalized`: a status is one token in prose and in
+    JSON (as with `true`), and a street starts with `ĠO` after its house number in both (with `true`
+    it starts with a bare space token, which follows every word)."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    from replica.bases.tiny import train_tokenizer
+
+    corpus = Path(__file__).resolve().parents[1] / "data" / "demo" / "base_corpus.jsonl.gz"
+    rows = [json.loads(line) for line in gzip.decompress(corpus.read_bytes()).decode().splitlines()[:300]]
+    tokenizer = train_tokenizer(rows, 1024, spell_capitalized=True, isolate_spaces="lowercase")
+    prose, in_json = (
+        "your order is delayed, sent to 53 Oak Road.",
+        '{"status": "delayed", "address": "53 Oak Road"}',
+    )
+    for text in (prose, in_json):
+        tokens = tokenizer.tokenize(text)
+        assert "delayed" in tokens and "Ġdelayed" not in tokens, tokens
+        street = tokens.index("3") + 1
+        assert tokens[street : street + 5] == ["ĠO", "a", "k", "ĠR", "o"], tokens
+        assert tokenizer.decode(tokenizer(text).input_ids) == text
+    everywhere = train_tokenizer(rows, 1024, spell_capitalized=True, isolate_spaces=True).tokenize(prose)
+    assert everywhere[everywhere.index("3") + 1 : everywhere.index("3") + 3] == ["Ġ", "O"], everywhere
+
+
+def test_isolate_spaces_takes_true_false_or_lowercase_and_names_the_key_otherwise(tmp_path):
+    import pytest
+    import yaml
+
+    from replica.bases.tiny import load_build_config
+    from replica.errors import UserError
+
+    raw = {"kind": "base_build", "name": "b", "corpus": ["c.jsonl"]}
+    for value in (True, False, "lowercase"):
+        (tmp_path / "b.yaml").write_text(yaml.safe_dump(raw | {"isolate_spaces": value}))
+        assert load_build_config(tmp_path / "b.yaml").isolate_spaces == value
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(raw | {"isolate_spaces": "upper"}))
+    with pytest.raises(UserError, match="isolate_spaces"):
+        load_build_config(tmp_path / "b.yaml")
 
 
 def test_a_continued_base_keeps_its_start_vocabulary_and_weights_and_cuts_text_anew(tiny_base_dir, tmp_path):

@@ -176,11 +176,17 @@ def test_varied_openings_state_the_same_ids_and_words_in_other_places():
     used = set()
     for row in generator.base_corpus(random.Random(3), 60):
         asked = row["messages"][1]["content"]
-        ticket, customer, body = re.fullmatch(r"Ticket (T-\d+) \(customer (C-\d+)\): (.*)", asked, re.S).groups()
+        ticket, customer, body = re.fullmatch(
+            r"Ticket (T-\d+) \(customer (C-\d+)\): (.*)", asked, re.S
+        ).groups()
         rewritten = generator.vary_opening(rng, asked)
         assert ticket in rewritten and customer in rewritten and body[1:] in rewritten, (asked, rewritten)
-        forms = [f for f in generator.OPENINGS if rewritten == f.format(
-            ticket=ticket, customer=customer, body=body, Body=body[:1].upper() + body[1:])]
+        forms = [
+            f
+            for f in generator.OPENINGS
+            if rewritten
+            == f.format(ticket=ticket, customer=customer, body=body, Body=body[:1].upper() + body[1:])
+        ]
         assert len(forms) >= 1, rewritten
         used.update(forms)
     assert used == set(generator.OPENINGS)  # every form, not one fixed place

@@ -43,6 +43,12 @@ COPY_FRIENDLY_PIECES = (
 # The same pieces with a word's leading space split off: `delayed` is then one token after a space
 # (prose) and after a quote (a JSON string) alike.
 SPACE_APART_PIECES = COPY_FRIENDLY_PIECES.replace(" ?[A-Za-z_]+(?!", "[A-Za-z_]+(?!")
+# The space split off lowercase words only: a capitalized word keeps it, so a spelled street starts
+# with `ĠB`, the token after a house number's last digit, instead of a bare space token (which
+# follows every word and gives a copying head nothing to match).
+LOWERCASE_APART_PIECES = COPY_FRIENDLY_PIECES.replace(
+    " ?[A-Za-z_]+(?!", " ?[A-Z][A-Za-z_]*(?![A-Za-z_-])|[A-Za-z_]+(?!"
+)
 # A letter inside a capitalized word (street names, names): isolated, so `Oak` is spelled `O a k`.
 SPELLED_LETTER = r"(?<=\b[A-Z][a-z]*)[a-z]"
 ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<tools>", "</tools>"]
@@ -113,12 +119,13 @@ class BaseBuildConfig(BaseModel):
         "are: a value the model must copy is then spelled from a few frequent tokens whose embeddings "
         "stay apart, like the digits it already copies, instead of one rare word token (issue 12).",
     )
-    isolate_spaces: bool = Field(
+    isolate_spaces: bool | Literal["lowercase"] = Field(
         False,
         description="Make the space before a word a token of its own, so a word is the same token in "
         'prose (` delayed`) and inside a JSON string (`"delayed"`): an order status read from a tool '
         "result is then copied into a reply as ids are, not translated (issue 12). About 15% more "
-        "tokens per conversation.",
+        'tokens per conversation. "lowercase": only before lowercase words; a capitalized word keeps '
+        "its space, so a spelled street's first letter (`ĠB`) follows the house number directly.",
     )
     init_from: str | None = Field(
         None,
@@ -308,7 +315,10 @@ def _corpus_text(conversations: list[dict]):
 
 
 def train_tokenizer(
-    conversations: list[dict], vocab_size: int, spell_capitalized: bool = False, isolate_spaces: bool = False
+    conversations: list[dict],
+    vocab_size: int,
+    spell_capitalized: bool = False,
+    isolate_spaces: bool | str = False,
 ):
     """Byte-level BPE trained locally; digits stay one per token, as in Qwen and Llama (and the
     letters of capitalized words too, with `spell_capitalized`; a word's leading space is a token of
@@ -338,7 +348,7 @@ def train_tokenizer(
     return tokenizer
 
 
-def copy_pre_tokenizer(spell_capitalized: bool, isolate_spaces: bool):
+def copy_pre_tokenizer(spell_capitalized: bool, isolate_spaces: bool | str):
     """How text is cut before BPE, designed for copying: digits are one token each, an id prefix
     (`O-` of `O-482`) is its own token, and words are split from punctuation, so an id, amount or
     street name is the same tokens in the user's message, a tool result and a tool call's JSON."""
@@ -349,12 +359,16 @@ def copy_pre_tokenizer(spell_capitalized: bool, isolate_spaces: bool):
         [
             pre_tokenizers.Digits(individual_digits=True),
             *spelling,
-            pre_tokenizers.Split(
-                Regex(SPACE_APART_PIECES if isolate_spaces else COPY_FRIENDLY_PIECES), behavior="isolated"
-            ),
+            pre_tokenizers.Split(Regex(_pieces(isolate_spaces)), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
+
+
+def _pieces(isolate_spaces: bool | str) -> str:
+    if isolate_spaces == "lowercase":
+        return LOWERCASE_APART_PIECES
+    return SPACE_APART_PIECES if isolate_spaces else COPY_FRIENDLY_PIECES
 
 
 def continued_model(config: BaseBuildConfig):

@@ -94,9 +94,15 @@ bases() {
     # the reused values weighted 10x, and with a key/value head per attention head (docs/demo.md,
     # "Spelled and isolated at 16 rows a step"), in the order a pass is most likely; the 540 s
     # budget ends the list wherever it is, every finished candidate is in candidates.jsonl.
+    # First, the combination the CPU continuations point to (docs/demo.md, "Varied id openings"):
+    # ids stated in varied places (a ticket id's second digit), spaces apart from lowercase words
+    # only (statuses; a street's first letter keeps its space), reused values weighted 10x.
     local SPELLED=spell_capitalized=true,isolate_spaces=true,pretrain.max_length=896
+    local VARIED=corpus=[/tmp/varied.jsonl.gz],spell_capitalized=true,isolate_spaces=lowercase,pretrain.max_length=896
     export PYTHONPATH="$SITE:$PWD"
+    "$PY" scripts/make_demo_data.py --varied-ids /tmp/varied.jsonl.gz
     timeout 540 "$PY" scripts/base_candidates.py --out "$OUT/candidates.jsonl" --cache-dir /tmp/cand --export /tmp/pass \
+        configs/demo_base.yaml:$VARIED,pretrain.copy_weight=10 \
         configs/demo_base.yaml:$SPELLED \
         configs/demo_base.yaml:$SPELLED,pretrain.copy_weight=10 \
         configs/demo_base.yaml:$SPELLED,num_key_value_heads=4 \

@@ -89,14 +89,14 @@ collect() {
 }
 
 bases() {
-    # Streets spelled letter by letter and statuses the same token in JSON and prose (896 tokens
+    # First, the combination the CPU continuations point to (docs/demo.md, "Varied id openings"):
+    # ids stated in varied places (a ticket id's second digit), spaces apart from lowercase words
+    # only (statuses; a street's first letter keeps its space), reused values weighted 10x. Then
+    # streets spelled letter by letter and statuses the same token in JSON and prose (896 tokens
     # keeps the 30% of conversations that the extra space tokens take past 768); then the same with
     # the reused values weighted 10x, and with a key/value head per attention head (docs/demo.md,
     # "Spelled and isolated at 16 rows a step"), in the order a pass is most likely; the 540 s
     # budget ends the list wherever it is, every finished candidate is in candidates.jsonl.
-    # First, the combination the CPU continuations point to (docs/demo.md, "Varied id openings"):
-    # ids stated in varied places (a ticket id's second digit), spaces apart from lowercase words
-    # only (statuses; a street's first letter keeps its space), reused values weighted 10x.
     local SPELLED=spell_capitalized=true,isolate_spaces=true,pretrain.max_length=896
     local VARIED=corpus=[/tmp/varied.jsonl.gz],spell_capitalized=true,isolate_spaces=lowercase,pretrain.max_length=896
     export PYTHONPATH="$SITE:$PWD"

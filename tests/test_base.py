@@ -86,17 +86,23 @@ def test_settings_added_later_count_in_the_build_key_only_when_set():
     )
 
 
-def test_spelled_capitalized_words_are_the_same_letters_in_prose_and_in_json():
-    """`spell_capitalized`: a street name is spelled from letters, like an id from digits, in a
-    user's message and in a tool call's JSON alike; lowercase words stay whole."""
+def _corpus_rows(n: int) -> list[dict]:
+    """The first `n` conversations of the committed base corpus."""
     import gzip
     import json
     from pathlib import Path
 
+    corpus = Path(__file__).resolve().parents[1] / "data" / "demo" / "base_corpus.jsonl.gz"
+    return [json.loads(line) for line in gzip.decompress(corpus.read_bytes()).decode().splitlines()[:n]]
+
+
+def test_spelled_capitalized_words_are_the_same_letters_in_prose_and_in_json():
+    """`spell_capitalized`: a street name is spelled from letters, like an id from digits, in a
+    user's message and in a tool call's JSON alike; lowercase words stay whole."""
+
     from replica.bases.tiny import train_tokenizer
 
-    corpus = Path(__file__).resolve().parents[1] / "data" / "demo" / "base_corpus.jsonl.gz"
-    rows = [json.loads(line) for line in gzip.decompress(corpus.read_bytes()).decode().splitlines()[:50]]
+    rows = _corpus_rows(50)
     tokenizer = train_tokenizer(rows, 600, spell_capitalized=True)
 
     def street_tokens(text: str) -> list[str]:
@@ -116,14 +122,10 @@ def test_spelled_capitalized_words_are_the_same_letters_in_prose_and_in_json():
 def test_isolated_spaces_make_a_status_the_same_token_in_prose_and_in_json():
     """`isolate_spaces`: ` delayed` in a reply and `"delayed"` in a tool result share the word's
     token (without the key they are two tokens with nothing in common), and text round-trips."""
-    import gzip
-    import json
-    from pathlib import Path
 
     from replica.bases.tiny import train_tokenizer
 
-    corpus = Path(__file__).resolve().parents[1] / "data" / "demo" / "base_corpus.jsonl.gz"
-    rows = [json.loads(line) for line in gzip.decompress(corpus.read_bytes()).decode().splitlines()[:600]]
+    rows = _corpus_rows(600)
     prose, in_json = "your order is delayed.", '{"status": "delayed"}'
     plain = train_tokenizer(rows, 2048)
     assert "Ġdelayed" in plain.tokenize(prose) and "Ġdelayed" not in plain.tokenize(in_json)
@@ -138,14 +140,10 @@ def test_spaces_isolated_before_lowercase_words_only_keep_a_spelled_streets_firs
     """`isolate_spaces: lowercase` with `spell_capitalized`: a status is one token in prose and in
     JSON (as with `true`), and a street starts with `ĠO` after its house number in both (with `true`
     it starts with a bare space token, which follows every word)."""
-    import gzip
-    import json
-    from pathlib import Path
 
     from replica.bases.tiny import train_tokenizer
 
-    corpus = Path(__file__).resolve().parents[1] / "data" / "demo" / "base_corpus.jsonl.gz"
-    rows = [json.loads(line) for line in gzip.decompress(corpus.read_bytes()).decode().splitlines()[:300]]
+    rows = _corpus_rows(300)
     tokenizer = train_tokenizer(rows, 1024, spell_capitalized=True, isolate_spaces="lowercase")
     prose, in_json = (
         "your order is delayed, sent to 53 Oak Road.",

@@ -45,12 +45,14 @@ COPY_FRIENDLY_PIECES = (
 SPACE_APART_PIECES = COPY_FRIENDLY_PIECES.replace(" ?[A-Za-z_]+(?!", "[A-Za-z_]+(?!")
 # The space split off lowercase words only: a capitalized word keeps it, so a spelled street starts
 # with `ĠB`, the token after a house number's last digit, instead of a bare space token (which
-# follows every word and gives a copying head nothing to match).
+# follows every word). Measured: a continued base still did not copy streets with it (docs/demo.md).
 LOWERCASE_APART_PIECES = COPY_FRIENDLY_PIECES.replace(
     " ?[A-Za-z_]+(?!", " ?[A-Z][A-Za-z_]*(?![A-Za-z_-])|[A-Za-z_]+(?!"
 )
 # A letter inside a capitalized word (street names, names): isolated, so `Oak` is spelled `O a k`.
 SPELLED_LETTER = r"(?<=\b[A-Z][a-z]*)[a-z]"
+# `isolate_spaces`: off, before every word, or before lowercase words only.
+Spaces = bool | Literal["lowercase"]
 ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<tools>", "</tools>"]
 
 
@@ -119,7 +121,7 @@ class BaseBuildConfig(BaseModel):
         "are: a value the model must copy is then spelled from a few frequent tokens whose embeddings "
         "stay apart, like the digits it already copies, instead of one rare word token (issue 12).",
     )
-    isolate_spaces: bool | Literal["lowercase"] = Field(
+    isolate_spaces: Spaces = Field(
         False,
         description="Make the space before a word a token of its own, so a word is the same token in "
         'prose (` delayed`) and inside a JSON string (`"delayed"`): an order status read from a tool '
@@ -318,7 +320,7 @@ def train_tokenizer(
     conversations: list[dict],
     vocab_size: int,
     spell_capitalized: bool = False,
-    isolate_spaces: bool | str = False,
+    isolate_spaces: Spaces = False,
 ):
     """Byte-level BPE trained locally; digits stay one per token, as in Qwen and Llama (and the
     letters of capitalized words too, with `spell_capitalized`; a word's leading space is a token of
@@ -348,7 +350,7 @@ def train_tokenizer(
     return tokenizer
 
 
-def copy_pre_tokenizer(spell_capitalized: bool, isolate_spaces: bool | str):
+def copy_pre_tokenizer(spell_capitalized: bool, isolate_spaces: Spaces):
     """How text is cut before BPE, designed for copying: digits are one token each, an id prefix
     (`O-` of `O-482`) is its own token, and words are split from punctuation, so an id, amount or
     street name is the same tokens in the user's message, a tool result and a tool call's JSON."""
@@ -365,7 +367,7 @@ def copy_pre_tokenizer(spell_capitalized: bool, isolate_spaces: bool | str):
     )
 
 
-def _pieces(isolate_spaces: bool | str) -> str:
+def _pieces(isolate_spaces: Spaces) -> str:
     if isolate_spaces == "lowercase":
         return LOWERCASE_APART_PIECES
     return SPACE_APART_PIECES if isolate_spaces else COPY_FRIENDLY_PIECES

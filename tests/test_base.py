@@ -1,5 +1,9 @@
 """The tiny offline base: tokenizer trained locally, Qwen2 built from config, cached."""
 
+import gzip
+import json
+from pathlib import Path
+
 from replica.model import load_tokenizer
 from replica.templates import training_chat_template
 
@@ -31,7 +35,6 @@ def test_interrupted_base_build_resumes_from_its_checkpoint(tmp_path, monkeypatc
     outside the unfinished directory; the rerun resumes from the last one instead of retraining,
     and a finished build removes them. The untied setting reaches the model."""
     import logging
-    from pathlib import Path
 
     import pytest
     import yaml
@@ -71,7 +74,6 @@ def test_interrupted_base_build_resumes_from_its_checkpoint(tmp_path, monkeypatc
 def test_settings_added_later_count_in_the_build_key_only_when_set():
     """The committed base's key predates `tie_word_embeddings` (tests/test_demo.py checks that key
     still matches); set to a non-default value it must give another key."""
-    from pathlib import Path
 
     from replica.bases.tiny import build_key, load_build_config
 
@@ -88,10 +90,6 @@ def test_settings_added_later_count_in_the_build_key_only_when_set():
 
 def _corpus_rows(n: int) -> list[dict]:
     """The first `n` conversations of the committed base corpus."""
-    import gzip
-    import json
-    from pathlib import Path
-
     corpus = Path(__file__).resolve().parents[1] / "data" / "demo" / "base_corpus.jsonl.gz"
     return [json.loads(line) for line in gzip.decompress(corpus.read_bytes()).decode().splitlines()[:n]]
 
@@ -117,6 +115,25 @@ def test_spelled_capitalized_words_are_the_same_letters_in_prose_and_in_json():
     assert all(len(token.lstrip("Ġ")) <= 1 for token in in_text), in_text  # letter by letter
     assert "Ġaddress" in tokenizer.tokenize("change my address")  # lowercase words stay whole
     assert tokenizer.decode(tokenizer('{"address": "53 Oak Road"}').input_ids) == '{"address": "53 Oak Road"}'
+
+
+def test_spelled_letters_are_cut_as_their_lookbehind_definition_says():
+    """The fast spelling pattern (`\\K`/`\\G`) cuts every text exactly as the readable lookbehind
+    that defines it: the demo's corpus rows, its contributors' records and the awkward cases."""
+    from tokenizers import Regex, pre_tokenizers
+
+    from replica.bases.tiny import SPELLED_LETTER, SPELLED_LETTER_DEFINITION
+
+    patterns = (SPELLED_LETTER, SPELLED_LETTER_DEFINITION)
+    fast, definition = (pre_tokenizers.Split(Regex(p), behavior="isolated") for p in patterns)
+    records = Path(__file__).resolve().parents[1] / "data" / "demo" / "alice.jsonl"
+    texts = [json.dumps(row) for row in _corpus_rows(200)] + records.read_text().splitlines()[:50]
+    texts += ["Maple", "ello World", "McDonald iPhone", "ABC Abc aBc", "Élan Über", "_Foo Foo_bar", "Aa b"]
+    texts += ['"Name": "Bob"', "A"]
+    for text in texts:
+        assert fast.pre_tokenize_str(text) == definition.pre_tokenize_str(text), text[:80]
+    pieces = [piece for piece, _ in fast.pre_tokenize_str("to Oak Road")]
+    assert pieces == ["to O", "a", "k", " R", "o", "a", "d"]
 
 
 def test_isolated_spaces_make_a_status_the_same_token_in_prose_and_in_json():
@@ -179,7 +196,6 @@ def test_a_continued_base_keeps_its_start_vocabulary_and_weights_and_cuts_text_a
     """`init_from`: a build continues from a built base (weights and vocabulary kept, every token
     id meaning what it meant) with this config's pre-tokenizer; its key follows the start's
     content; other sizes or a folder that is not a base are clear errors."""
-    from pathlib import Path
 
     import pytest
     import torch

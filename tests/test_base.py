@@ -237,3 +237,31 @@ def test_a_continued_base_keeps_its_start_vocabulary_and_weights_and_cuts_text_a
     path.write_text(yaml.safe_dump(raw | {"init_from": str(tmp_path)}))
     with pytest.raises(UserError, match="init_from: .* not a built base"):
         build_key(load_build_config(path))
+
+
+def test_fixed_digit_embeddings_stay_orthogonal_while_the_rest_trains(tiny_base_dir, tmp_path):
+    """`fixed_digit_embeddings`: continued from a built base for two steps, the ten digits' rows
+    are orthogonal vectors of norm 1 afterwards, untouched by training, while other rows moved."""
+    import torch
+    import yaml
+    from safetensors.torch import load_file
+
+    from replica.bases.tiny import ensure_base
+
+    fixtures = Path(__file__).parent / "fixtures"
+    raw = yaml.safe_load((fixtures / "tiny_base.yaml").read_text())
+    raw |= {"corpus": [str(fixtures / c) for c in raw["corpus"]], "cache_dir": str(tmp_path / "bases")}
+    raw |= {"name": "digits", "init_from": str(tiny_base_dir), "fixed_digit_embeddings": True}
+    raw["pretrain"] |= {"steps": 2, "batch_size": 2, "learning_rate": 1e-2}
+    path = tmp_path / "digits.yaml"
+    path.write_text(yaml.safe_dump(raw))
+
+    built = ensure_base(path)
+    tokenizer = load_tokenizer(str(built))
+    digits = [tokenizer.convert_tokens_to_ids(d) for d in "0123456789"]
+    (name,) = [k for k in load_file(built / "model.safetensors") if k.endswith("embed_tokens.weight")]
+    before, after = (load_file(d / "model.safetensors")[name] for d in (tiny_base_dir, built))
+    rows = after[digits]
+    assert torch.allclose(rows @ rows.T, torch.eye(10), atol=1e-5)  # orthogonal, norm 1
+    others = [i for i in range(after.shape[0]) if i not in digits]
+    assert not torch.equal(before[others], after[others])  # the other tokens trained

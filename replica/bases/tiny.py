@@ -28,6 +28,7 @@ from replica.artifacts import (
     sha256_text,
     utc_now,
 )
+from replica.bases.fixed_digits import fix_digit_embeddings
 from replica.config import ModelConfig
 from replica.errors import UserError
 
@@ -136,6 +137,13 @@ class BaseBuildConfig(BaseModel):
         'tokens per conversation. "lowercase": only before lowercase words; a capitalized word keeps '
         "its space, so a spelled street's first letter (`ĠB`) follows the house number directly.",
     )
+    fixed_digit_embeddings: bool = Field(
+        False,
+        description="Hold the input embeddings of the digits 0-9 at orthogonal vectors and never train "
+        "them (replica/bases/fixed_digits.py): in spelled builds the trained digits collapsed together "
+        "and no id was copied; held apart, a copying head can form. With init_from, the continued "
+        "base's digit rows are replaced.",
+    )
     init_from: str | None = Field(
         None,
         description="A built base folder to continue from (relative to this file) instead of a random "
@@ -183,6 +191,7 @@ _LATER_SETTINGS = [
     (None, "isolate_spaces", False),
     (None, "init_from", None),
     ("pretrain", "copy_weight", 1.0),
+    (None, "fixed_digit_embeddings", False),
 ]
 
 
@@ -237,6 +246,8 @@ def ensure_base(build_path: str | Path, rebuild: bool = False) -> Path:
                 conversations, config.vocab_size, config.spell_capitalized, config.isolate_spaces
             )
             model = init_model(config, tokenizer)
+        if config.fixed_digit_embeddings:
+            fix_digit_embeddings(model, tokenizer, config.seed)
         if config.pretrain.steps:
             model = pretrain(model, tokenizer, conversations, config, work)
         model.save_pretrained(tmp, safe_serialization=True)

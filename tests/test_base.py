@@ -42,9 +42,7 @@ def test_interrupted_base_build_resumes_from_its_checkpoint(tmp_path, monkeypatc
 
     import replica.bases.tiny as base
 
-    fixtures = Path(__file__).parent / "fixtures"
-    raw = yaml.safe_load((fixtures / "tiny_base.yaml").read_text())
-    raw |= {"corpus": [str(fixtures / c) for c in raw["corpus"]], "cache_dir": str(tmp_path / "bases")}
+    raw = _tiny_build_raw(tmp_path)
     raw |= {"tie_word_embeddings": False, "name": "resume"}
     raw["pretrain"] |= {"steps": 4, "save_steps": 2}
     config = tmp_path / "base.yaml"
@@ -86,6 +84,15 @@ def test_settings_added_later_count_in_the_build_key_only_when_set():
         build_key(config),
         build_key(config.model_copy(update={"isolate_spaces": True})),
     )
+
+
+def _tiny_build_raw(tmp_path: Path) -> dict:
+    """tests/fixtures/tiny_base.yaml as a dict, its corpus made absolute and its cache in `tmp_path`."""
+    import yaml
+
+    fixtures = Path(__file__).parent / "fixtures"
+    raw = yaml.safe_load((fixtures / "tiny_base.yaml").read_text())
+    return raw | {"corpus": [str(fixtures / c) for c in raw["corpus"]], "cache_dir": str(tmp_path / "bases")}
 
 
 def _corpus_rows(n: int) -> list[dict]:
@@ -205,9 +212,7 @@ def test_a_continued_base_keeps_its_start_vocabulary_and_weights_and_cuts_text_a
     from replica.bases.tiny import build_key, ensure_base, load_build_config
     from replica.errors import UserError
 
-    fixtures = Path(__file__).parent / "fixtures"
-    raw = yaml.safe_load((fixtures / "tiny_base.yaml").read_text())
-    raw |= {"corpus": [str(fixtures / c) for c in raw["corpus"]], "cache_dir": str(tmp_path / "bases")}
+    raw = _tiny_build_raw(tmp_path)
     raw |= {"name": "continued", "init_from": str(tiny_base_dir), "spell_capitalized": True}
     raw["pretrain"] |= {"steps": 0}
     path = tmp_path / "continued.yaml"
@@ -248,9 +253,7 @@ def test_fixed_digit_embeddings_stay_orthogonal_while_the_rest_trains(tiny_base_
 
     from replica.bases.tiny import ensure_base
 
-    fixtures = Path(__file__).parent / "fixtures"
-    raw = yaml.safe_load((fixtures / "tiny_base.yaml").read_text())
-    raw |= {"corpus": [str(fixtures / c) for c in raw["corpus"]], "cache_dir": str(tmp_path / "bases")}
+    raw = _tiny_build_raw(tmp_path)
     raw |= {"name": "digits", "init_from": str(tiny_base_dir), "fixed_digit_embeddings": True}
     raw["pretrain"] |= {"steps": 2, "batch_size": 2, "learning_rate": 1e-2}
     path = tmp_path / "digits.yaml"

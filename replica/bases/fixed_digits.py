@@ -21,10 +21,10 @@ DIGITS = "0123456789"
 DIGIT_NORM = 1.0
 
 
-def fix_digit_embeddings(model, tokenizer, seed: int) -> list[int]:
+def fix_digit_embeddings(model, tokenizer, seed: int) -> None:
     """Set the input embeddings of `0`-`9` to orthogonal vectors of norm `DIGIT_NORM` (seeded) and
     keep them there: their gradient is zeroed on every backward pass (tied weights: the output
-    rows too). Returns the ten token ids; a tokenizer without single-token digits is an error."""
+    rows too). A tokenizer without single-token digits is an error."""
     import torch
 
     ids = [tokenizer.convert_tokens_to_ids(digit) for digit in DIGITS]
@@ -36,6 +36,5 @@ def fix_digit_embeddings(model, tokenizer, seed: int) -> list[int]:
     torch.nn.init.orthogonal_(rows, generator=generator)
     index = torch.tensor(ids, device=weight.device)
     with torch.no_grad():
-        weight[index] = (rows * DIGIT_NORM).to(weight.dtype).to(weight.device)
+        weight[index] = (rows * DIGIT_NORM).to(weight)
     weight.register_hook(lambda grad: grad.index_fill(0, index, 0.0))
-    return ids

@@ -10,30 +10,44 @@ loss, because they are the few tokens of a conversation that only the context ca
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 STATUSES = ("delayed", "shipped", "delivered")  # an order's status words (scripts/make_demo_data.py)
-# Every kind of value a task reuses (group 1 is the value).
+SUFFIXES = ("Street", "Avenue", "Road", "Lane")  # a street's last word (scripts/make_demo_data.py)
+# Every kind of value a task reuses (group 1 is the value; for a suffix, group 2, since the same
+# suffix after another street name is not a copy of it).
 VALUE_PATTERNS = {
     "id": re.compile(r"\b([CTO]-\d{3})\b"),
-    "street": re.compile(r"\d+ ([A-Z][a-z]+) (?:Street|Avenue|Road|Lane)\b"),
+    "street": re.compile(r"\d+ ([A-Z][a-z]+) (?:" + "|".join(SUFFIXES) + r")\b"),
+    "suffix": re.compile(r"\d+ ([A-Z][a-z]+ (" + "|".join(SUFFIXES) + r"))\b"),
     "status": re.compile(r"\b(" + "|".join(STATUSES) + r")\b"),
     "amount": re.compile(r'(?:\$|"(?:total|amount|store_credit)": )(\d+)\b'),
 }
+# The kinds a base build weights by default (`pretrain.copy_kinds`): a street's suffix came later,
+# when the demo's replicas were seen to write "Hill Lane" for "Hill Avenue" (docs/demo.md).
+DEFAULT_COPY_KINDS = ("id", "street", "status", "amount")
 
 
-def copy_targets(text: str, offsets: list[tuple[int, int]]) -> list[tuple[str, list[int], bool]]:
+def copy_targets(
+    text: str, offsets: list[tuple[int, int]], kinds: Iterable[str] = VALUE_PATTERNS
+) -> list[tuple[str, list[int], bool]]:
     """(kind, token indices, first reuse?) of every value that repeats one seen earlier in `text`.
 
-    Ids are scored digit by digit (kind `T-digit2` is a ticket id's second digit); a street,
-    status or amount as a whole (all of its tokens). `offsets` are the tokens' character spans.
+    Ids are scored digit by digit (kind `T-digit2` is a ticket id's second digit); a street name,
+    a street's suffix, a status or an amount as a whole (all of its tokens). `offsets` are the
+    tokens' character spans; `kinds` the kinds of value to look for.
     """
     found = []
-    for kind, pattern in VALUE_PATTERNS.items():
-        found += [(match.start(1), match.end(1), kind, match.group(1)) for match in pattern.finditer(text)]
+    for kind in kinds:
+        group = 2 if kind == "suffix" else 1
+        found += [
+            (match.start(group), match.end(group), kind, match.group(1))
+            for match in VALUE_PATTERNS[kind].finditer(text)
+        ]
     targets, seen = [], {}
     for start, end, kind, value in sorted(found):
-        count = seen.get(value, 0)
-        seen[value] = count + 1
+        count = seen.get((kind, value), 0)
+        seen[(kind, value)] = count + 1
         if count == 0:
             continue
         # A token belongs to the value when its span ends inside it (a leading space may come first).
@@ -46,7 +60,9 @@ def copy_targets(text: str, offsets: list[tuple[int, int]]) -> list[tuple[str, l
     return targets
 
 
-def copied_token_mask(tokenizer, input_ids: list[int]) -> list[bool]:
+def copied_token_mask(
+    tokenizer, input_ids: list[int], kinds: Iterable[str] = DEFAULT_COPY_KINDS
+) -> list[bool]:
     """For each token of `input_ids`, whether it belongs to a value repeated from earlier in the row.
 
     The row is decoded token by token to find each token's characters (byte-level BPE: a token
@@ -59,7 +75,7 @@ def copied_token_mask(tokenizer, input_ids: list[int]) -> list[bool]:
         offsets.append((at, at + len(piece)))
         at += len(piece)
     mask = [False] * len(input_ids)
-    for _, indices, _ in copy_targets("".join(pieces), offsets):
+    for _, indices, _ in copy_targets("".join(pieces), offsets, kinds):
         for i in indices:
             mask[i] = True
     return mask

@@ -70,20 +70,36 @@ def test_interrupted_base_build_resumes_from_its_checkpoint(tmp_path, monkeypatc
 
 
 def test_settings_added_later_count_in_the_build_key_only_when_set():
-    """The committed base's key predates `tie_word_embeddings` (tests/test_demo.py checks that key
-    still matches); set to a non-default value it must give another key."""
+    """A setting added to base builds leaves every earlier build's key as it was while it keeps its
+    default (a committed or cached base stays valid); any other value gives another key."""
+    from replica.bases.tiny import _LATER_SETTINGS, build_key, load_build_config
 
-    from replica.bases.tiny import build_key, load_build_config
-
-    config = load_build_config(Path(__file__).resolve().parents[1] / "configs" / "demo_base.yaml")
-    assert build_key(config.model_copy(update={"tie_word_embeddings": False})) != build_key(config)
-    assert build_key(config.model_copy(update={"spell_capitalized": True})) != build_key(config)
-    assert build_key(config.model_copy(update={"isolate_spaces": True})) != build_key(config)
-    lowercase = config.model_copy(update={"isolate_spaces": "lowercase"})
-    assert build_key(lowercase) not in (
-        build_key(config),
-        build_key(config.model_copy(update={"isolate_spaces": True})),
+    config = load_build_config(Path(__file__).parent / "fixtures" / "tiny_base.yaml")
+    at_defaults = config.model_copy(
+        update={key: default for section, key, default in _LATER_SETTINGS if section is None}
+        | {
+            "pretrain": config.pretrain.model_copy(
+                update={key: default for section, key, default in _LATER_SETTINGS if section == "pretrain"}
+            )
+        }
     )
+    # This fixture's key since before any of these settings existed.
+    assert build_key(at_defaults) == "d59d81fff831"
+    # init_from is keyed by the start base's content (test_a_continued_base_... below).
+    top = [
+        {"tie_word_embeddings": False},
+        {"spell_capitalized": True},
+        {"isolate_spaces": True},
+        {"isolate_spaces": "lowercase"},
+        {"fixed_digit_embeddings": True},
+    ]
+    pretrain = [{"copy_weight": 10.0}, {"group_by_length": True}, {"copy_kinds": ["id", "suffix"]}]
+    variants = [at_defaults.model_copy(update=u) for u in top] + [
+        at_defaults.model_copy(update={"pretrain": at_defaults.pretrain.model_copy(update=u)})
+        for u in pretrain
+    ]
+    keys = {build_key(at_defaults)} | {build_key(v) for v in variants}
+    assert len(keys) == 1 + len(variants)
 
 
 def _tiny_build_raw(tmp_path: Path) -> dict:

@@ -72,8 +72,32 @@ def test_copy_gate_counts_only_values_seen_before():
         ("T-digit2", [18], True),
         ("T-digit3", [19], True),
         ("street", [24, 25], True),
+        ("suffix", [26], True),
         ("amount", [30, 31], True),
     ]
+
+
+def test_a_street_suffix_counts_only_after_the_same_street_and_is_weighted_only_when_asked():
+    """`Road` after `Oak` is no copy of `Lake Road`; the base build's loss weights suffixes only when
+    `pretrain.copy_kinds` names them (earlier builds weighted street names alone)."""
+    from replica.copy_values import copied_token_mask
+
+    pieces = ["1", " Lake", " Road", ".", " 2", " Oak", " Road", ".", " 1", " Lake", " Road"]
+    text = "".join(pieces)
+    offsets, at = [], 0
+    for piece in pieces:
+        offsets.append((at, at + len(piece)))
+        at += len(piece)
+    assert copy_targets(text, offsets) == [("street", [9], True), ("suffix", [10], True)]
+
+    class Pieces:  # a tokenizer whose token i decodes to pieces[i]
+        def batch_decode(self, rows):
+            return [pieces[i] for (i,) in rows]
+
+    ids = list(range(len(pieces)))
+    assert [i for i, m in enumerate(copied_token_mask(Pieces(), ids)) if m] == [9]
+    weighted = copied_token_mask(Pieces(), ids, kinds=["street", "suffix"])
+    assert [i for i, m in enumerate(weighted) if m] == [9, 10]
 
 
 def test_copy_gate_measures_how_alike_the_values_embeddings_are():

@@ -12,12 +12,14 @@ weight 10 for 150 steps brought every other id digit to 100% but not that one; d
 
 from __future__ import annotations
 
-from replica.copy_values import copied_token_mask
+from collections.abc import Iterable
+
+from replica.copy_values import DEFAULT_COPY_KINDS, copied_token_mask
 
 
-def copy_weighted_trainer(weight: float, **kwargs):
-    """TRL's SFTTrainer whose loss weights each token of a copied value `weight` times (1: the
-    plain mean next-token loss), normalized by the number of scored tokens as TRL's own is."""
+def copy_weighted_trainer(weight: float, kinds: Iterable[str] = DEFAULT_COPY_KINDS, **kwargs):
+    """TRL's SFTTrainer whose loss weights each token of a copied value of `kinds` `weight` times
+    (1: the plain mean next-token loss), normalized by the number of scored tokens as TRL's own is."""
     import torch
     from trl import SFTTrainer
 
@@ -31,7 +33,7 @@ def copy_weighted_trainer(weight: float, **kwargs):
             per_token = torch.nn.functional.cross_entropy(
                 logits.transpose(1, 2), targets.masked_fill(~scored, 0), reduction="none"
             )
-            weights = copy_weights(self.processing_class, inputs["input_ids"], weight)[:, 1:]
+            weights = copy_weights(self.processing_class, inputs["input_ids"], weight, kinds)[:, 1:]
             count = scored.sum() if num_items_in_batch is None else num_items_in_batch
             loss = (per_token * weights * scored).sum() / torch.as_tensor(count).clamp(min=1)
             return (loss, outputs) if return_outputs else loss
@@ -39,10 +41,10 @@ def copy_weighted_trainer(weight: float, **kwargs):
     return CopyWeightedSFTTrainer(**kwargs)
 
 
-def copy_weights(tokenizer, input_ids, weight: float):
+def copy_weights(tokenizer, input_ids, weight: float, kinds: Iterable[str] = DEFAULT_COPY_KINDS):
     """A float tensor shaped like `input_ids`: `weight` on the tokens of copied values, else 1."""
     import torch
 
-    masks = [copied_token_mask(tokenizer, row) for row in input_ids.tolist()]
+    masks = [copied_token_mask(tokenizer, row, kinds) for row in input_ids.tolist()]
     copied = torch.tensor(masks, dtype=torch.bool, device=input_ids.device)
     return 1.0 + (weight - 1.0) * copied.float()

@@ -30,6 +30,7 @@ from replica.artifacts import (
 )
 from replica.bases.fixed_digits import fix_digit_embeddings
 from replica.config import ModelConfig
+from replica.copy_values import DEFAULT_COPY_KINDS
 from replica.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,12 @@ class PretrainConfig(BaseModel):
         description="Loss weight of each token of a value the conversation already gave (ids, street "
         "names, statuses, amounts: replica/copy_values.py) against 1 for every other token: the few "
         "tokens only the context predicts, so copying is taught on purpose (replica/bases/copy_loss.py).",
+    )
+    copy_kinds: list[Literal["id", "street", "suffix", "status", "amount"]] = Field(
+        list(DEFAULT_COPY_KINDS),
+        min_length=1,
+        description="The kinds of value `copy_weight` weights (replica/copy_values.py): ids, street "
+        "names, a street's suffix (Street, Avenue, Road, Lane), statuses, amounts.",
     )
 
 
@@ -191,6 +198,7 @@ _LATER_SETTINGS = [
     (None, "isolate_spaces", False),
     (None, "init_from", None),
     ("pretrain", "copy_weight", 1.0),
+    ("pretrain", "copy_kinds", list(DEFAULT_COPY_KINDS)),
     (None, "fixed_digit_embeddings", False),
 ]
 
@@ -491,7 +499,7 @@ def pretrain(model, tokenizer, conversations: list[dict], config: BaseBuildConfi
     tokenizer.chat_template = training_chat_template(tokenizer)
     parts = {"model": model, "args": args, "train_dataset": dataset, "processing_class": tokenizer}
     if config.pretrain.copy_weight != 1.0:
-        trainer = copy_weighted_trainer(config.pretrain.copy_weight, **parts)
+        trainer = copy_weighted_trainer(config.pretrain.copy_weight, config.pretrain.copy_kinds, **parts)
     else:
         trainer = SFTTrainer(**parts)
     checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))

@@ -2,6 +2,7 @@
 
 Teacher-forced on fresh conversations the base never trained on (`eval.copy_gate`, committed as
 data/demo/copy_gate.jsonl.gz), per kind of value: each id's digits by position, street names,
+the suffix that ends a street (Street, Avenue, Road, Lane),
 order statuses and amounts, wherever the value already appeared earlier in the conversation.
 A value counts as copied when the model gives each of its true tokens a probability above one
 half. A replica cannot learn to reuse a value its base cannot copy, so `replica demo` prints this
@@ -24,6 +25,7 @@ from replica.errors import UserError
 
 THRESHOLD = 0.95  # issue 12: every kind of value, first reuse included
 _ID_NAMES = {"C": "customer id", "O": "order id", "T": "ticket id"}
+_KIND_NAMES = {"street": "street name", "suffix": "street suffix"}
 
 
 def read_conversations(path: str | Path) -> list[dict]:
@@ -139,7 +141,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(value, copied, at first reuse, verdict) per kind, ids named for a reader."""
     rows = []
     for kind, figures in report["kinds"].items():
-        name = kind
+        name = _KIND_NAMES.get(kind, kind)
         if "digit" in kind:
             name = f"{_ID_NAMES.get(kind[0], kind[:2])}, digit {kind[-1]}"
         first = "-" if figures["first_reuse"] is None else f"{figures['first_reuse']:.0%}"

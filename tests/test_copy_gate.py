@@ -14,6 +14,7 @@ from replica.errors import UserError
 from replica.eval.copy_gate import (
     THRESHOLD,
     embedding_cosine,
+    first_piece,
     format_report,
     gate_base,
     read_conversations,
@@ -111,7 +112,7 @@ def test_copy_gate_measures_how_alike_the_values_embeddings_are():
     model = AutoModelForCausalLM.from_pretrained(str(base))
     weights = model.get_input_embeddings().weight
     digits = tokenizer.convert_tokens_to_ids(list("0123456789"))
-    streets = [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(f" {s}"))[0] for s in STREETS]
+    streets = [tokenizer.convert_tokens_to_ids(first_piece(tokenizer, f" {s}")) for s in STREETS]
     with torch.no_grad():
         weights[digits] = torch.eye(10, weights.shape[1])  # ten orthogonal vectors
         weights[streets] = torch.ones(weights.shape[1])  # one vector for every street

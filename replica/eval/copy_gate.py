@@ -86,8 +86,9 @@ def _worst(kind: dict[str, Any]) -> float:
 
 
 def embedding_cosine(model, tokenizer, conversations: list[dict]) -> dict[str, float]:
-    """Mean pairwise cosine similarity of the input embeddings of each kind's one-token values
-    (digits, and the street names and statuses that occur in `conversations`)."""
+    """Mean pairwise cosine similarity of the input embeddings of each kind's values: digits, and
+    the street names and statuses that occur in `conversations`, each by its first token (the
+    word itself in a tokenizer that keeps it whole, its capital where names are spelled)."""
     import torch
 
     text = "\n".join(str(m.get("content") or "") for row in conversations for m in row["messages"])
@@ -99,13 +100,20 @@ def embedding_cosine(model, tokenizer, conversations: list[dict]) -> dict[str, f
     weights = model.get_input_embeddings().weight.detach().float().cpu()
     report = {}
     for kind, values in kinds.items():
-        ids = [tokenizer.convert_tokens_to_ids(t[0]) for t in map(tokenizer.tokenize, values) if len(t) == 1]
+        ids = sorted({tokenizer.convert_tokens_to_ids(first_piece(tokenizer, value)) for value in values})
         if len(ids) < 2:
             continue
         vectors = torch.nn.functional.normalize(weights[ids], dim=-1)
         similarity = vectors @ vectors.T
         report[kind] = round(((similarity.sum() - len(ids)) / (len(ids) * (len(ids) - 1))).item(), 3)
     return report
+
+
+def first_piece(tokenizer, value: str) -> str:
+    """The first token of `value` that is more than a space (`isolate_spaces` cuts the space off
+    a lowercase word, so " delayed" is a lone space, then "delayed")."""
+    pieces = tokenizer.tokenize(value)
+    return next((piece for piece in pieces if piece.strip("Ġ ")), pieces[0])
 
 
 def gate_base(base_dir: str | Path, conversations_path: str | Path, cache_path: Path | None = None) -> dict:

@@ -194,3 +194,17 @@ def test_a_conversation_that_cannot_fit_ends_with_context_limit(agent):
     too_long = GenerationSettings(max_new_tokens=model.config.max_position_embeddings)
     episode = run_episodes(model, tokenizer, [_episode("Put 5 in A.")], too_long)[0]
     assert episode.stop_reason == "context_limit" and episode.turns == 0 and episode.final_answer == ""
+
+
+def test_a_chat_template_without_a_response_parser_stops_before_generating(agent):
+    """A base build's trainer checkpoint saves TRL's training template, which no parser matches:
+    evaluating it must say what to set, not fail mid-rollout inside transformers."""
+    import copy
+
+    from replica.errors import UserError
+
+    model, tokenizer = agent
+    unparsed = copy.copy(tokenizer)
+    unparsed.response_schema = unparsed.response_template = None
+    with pytest.raises(UserError, match="model.chat_template"):
+        run_episodes(model, unparsed, [_episode("Put 5 in A.")], SETTINGS)

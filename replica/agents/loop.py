@@ -31,6 +31,7 @@ from replica.agents.adapters import BASE_ADAPTER, use_adapter
 from replica.agents.cache_store import CacheStore
 from replica.agents.kv_cache import RowCache, cached_batch, row_caches, supports_row_caches
 from replica.agents.sandbox import STEP_LIMIT, Sandbox
+from replica.errors import UserError
 
 # Why an episode ended.
 STOP_ANSWER = "answer"  # an assistant turn without tool calls: the final answer
@@ -96,6 +97,7 @@ def run_episodes(
     counters or to share prefixes across calls; it must not outlive a change of adapter weights.
     `on_progress(episodes)` is called after each generated batch (a progress display reads `done`).
     """
+    _require_response_parser(tokenizer)
     store = caches if caches is not None else cache_store(model, settings)
     round_index = 0
     while active := [e for e in episodes if not e.done]:
@@ -238,6 +240,16 @@ def parse_turn(
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _require_response_parser(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Stop before generating anything when no tool call could be read back from the output
+    (replica.templates.add_response_parser found no parser for the model's chat template)."""
+    if not (getattr(tokenizer, "response_schema", None) or getattr(tokenizer, "response_template", None)):
+        raise UserError(
+            "the model's chat template has no known response parser, so its tool calls cannot be read; "
+            "set model.chat_template to a TRL template family (e.g. qwen2_5) that the model was trained with"
+        )
 
 
 def _advance(

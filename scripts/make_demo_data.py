@@ -527,7 +527,7 @@ def malformed_lines(alice_records: list[dict]) -> list[str]:
 
 # Every request opens with its ticket and customer ids in one fixed form. A base trained only on
 # that form never reads a ticket id's second digit out of the request (docs/demo.md): these forms
-# put the same two ids in other places and orders, for candidate corpora (`--varied-ids`).
+# put the same two ids in other places and orders, so the base corpus makes it read them.
 _OPENING = re.compile(r"Ticket (T-\d+) \(customer (C-\d+)\): (.*)", re.S)
 OPENINGS = [
     "Ticket {ticket} (customer {customer}): {body}",
@@ -605,9 +605,9 @@ def copy_drill(rng: random.Random, streets: list[str] = STREET_POOL) -> list[dic
 
 def base_corpus(rng: random.Random, n: int, vary_ids: bool = False) -> list[dict]:
     """Contributor-neutral conversations for the base model: {messages, tools} per line, as the
-    tasks meet them (the demo's ten streets, the tool schemas in every prompt). The committed base
-    (configs/demo_base.yaml) was trained on these; the copy gate measures on fresh ones. With
-    `vary_ids` the requests state their ids in varied places (a candidate corpus, not committed)."""
+    tasks meet them (the demo's ten streets, the tool schemas in every prompt). With `vary_ids` the
+    requests state their ids in varied places: the committed base (configs/demo_base.yaml) was
+    trained on those; the copy gate measures on fresh ones in the tasks' fixed form."""
     tools = SupportDesk().tool_schemas()
     return [
         {"messages": neutral_conversation(rng, number, vary_ids=vary_ids), "tools": tools}
@@ -656,7 +656,9 @@ def generate(out: Path, tasks: int = 120, base_conversations: int = 6000, seed: 
     files |= {f"{who}.jsonl": rows for who, rows in per_person.items()}
     files[f"{REVOKED[0]}_revoked.jsonl"] = contributor_records(random.Random(f"{seed}-dave"), REVOKED[0], 12)
     files["malformed.jsonl"] = malformed_lines(per_person["alice"])
-    files["base_corpus.jsonl.gz"] = base_corpus(random.Random(f"{seed}-base"), base_conversations)
+    files["base_corpus.jsonl.gz"] = base_corpus(
+        random.Random(f"{seed}-base-varied"), base_conversations, vary_ids=True
+    )
     files["base_corpus_v2.jsonl.gz"] = copy_corpus(random.Random(f"{seed}-base-v2"), base_conversations)
     # The copy gate's conversations (eval.copy_gate): fresh, never in any base's corpus.
     files["copy_gate.jsonl.gz"] = base_corpus(random.Random("copy-gate"), 100)
@@ -674,19 +676,7 @@ def main(argv: list[str] | None = None) -> None:
         "--base-conversations", type=int, default=6000, help="neutral conversations for the base"
     )
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument(
-        "--varied-ids",
-        type=Path,
-        metavar="FILE",
-        help="write only a candidate base corpus to FILE (.jsonl.gz): the neutral conversations with "
-        "their ticket and customer ids stated in varied places (docs/demo.md)",
-    )
     args = parser.parse_args(argv)
-    if args.varied_ids:
-        rows = base_corpus(random.Random(f"{args.seed}-base-varied"), args.base_conversations, vary_ids=True)
-        _write_jsonl(args.varied_ids, rows)
-        print(f"wrote {args.varied_ids} ({args.varied_ids.stat().st_size:,} bytes)")
-        return
     for path in generate(args.out, args.tasks, args.base_conversations, args.seed):
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
 

@@ -25,13 +25,16 @@ def test_committed_base_is_the_build_of_configs_demo_base():
     assert sum(p.stat().st_size for p in DEMO_BASE.iterdir()) <= 25 * 2**20
 
 
-def test_demo_tokenizer_gives_an_id_the_same_tokens_in_text_and_in_json():
+def test_demo_tokenizer_gives_a_value_the_same_tokens_in_text_and_in_json():
+    """Ids in digits, street names spelled from letters, a status one word: what a replica copies
+    from a tool's JSON into a reply (or back) is the same tokens in both (configs/demo_base.yaml)."""
     from replica.model import load_tokenizer
 
     tokenizer = load_tokenizer(str(DEMO_BASE))
-    in_text = tokenizer.tokenize("my order O-482 moved to 28 River Lane.")
-    in_json = tokenizer.tokenize('{"order_id": "O-482", "address": "28 River Lane"}')
-    for piece in (["O-", "4", "8", "2"], ["2", "8", "ĠRiver", "ĠLane"]):
+    in_text = tokenizer.tokenize("my order O-482 moved to 28 River Lane. It is delayed.")
+    in_json = tokenizer.tokenize('{"order_id": "O-482", "address": "28 River Lane", "status": "delayed"}')
+    street = ["2", "8", "ĠR", "i", "v", "e", "r", "ĠL", "a", "n", "e"]
+    for piece in (["O-", "4", "8", "2"], street, ["delayed"]):
         assert _contains(in_text, piece) and _contains(in_json, piece), (piece, in_text, in_json)
 
 
@@ -96,11 +99,12 @@ def test_reduced_demo_end_to_end_replica_beats_base_and_does_its_own_tasks_best(
     assert (result.run_dir / "replicas" / "alice" / "sft" / "adapter_model.safetensors").is_file()
     gate = json.loads((result.run_dir / "copy_gate.json").read_text())  # printed before training
     assert gate["conversations"] == 100 and "street" in gate["kinds"]
-    # alice: the contributor whose checks the committed base can copy for (docs/demo.md, Results).
-    # Her SFT replica beats the base on her tasks and does her tasks better than bob's.
-    assert success[("alice", "sft")] > success[("alice", "base")], success
+    # Each SFT replica beats the base on its contributor's tasks and does them better than the
+    # other contributor's (the full demo's direction, docs/demo.md "Results").
     rows = json.loads((result.run_dir / "demo.json").read_text())["cross_success"]
-    assert rows["alice"]["alice"] > rows["alice"]["bob"], rows
+    for who, other in (("alice", "bob"), ("bob", "alice")):
+        assert success[(who, "sft")] > success[(who, "base")], success
+        assert rows[who][who] > rows[who][other], rows
 
 
 @pytest.mark.slow
@@ -167,7 +171,7 @@ def test_copy_drills_reply_only_with_values_read_from_the_request():
 
 
 def test_varied_openings_state_the_same_ids_and_words_in_other_places():
-    """`--varied-ids`: a request keeps its words and both ids, in one of several openings."""
+    """The base corpus's openings: a request keeps its words and both ids, in one of several places."""
     import random
     import re
 

@@ -14,14 +14,14 @@ from collections.abc import Iterable
 
 STATUSES = ("delayed", "shipped", "delivered")  # an order's status words (scripts/make_demo_data.py)
 SUFFIXES = ("Street", "Avenue", "Road", "Lane")  # a street's last word (scripts/make_demo_data.py)
-# Every kind of value a task reuses (group 1 is the value; for a suffix, group 2, since the same
-# suffix after another street name is not a copy of it).
+# Every kind of value a task reuses: group `value` is what is scored; group `key`, where there is
+# one, what makes two of them the same value (the same suffix after another street name is no copy).
 VALUE_PATTERNS = {
-    "id": re.compile(r"\b([CTO]-\d{3})\b"),
-    "street": re.compile(r"\d+ ([A-Z][a-z]+) (?:" + "|".join(SUFFIXES) + r")\b"),
-    "suffix": re.compile(r"\d+ ([A-Z][a-z]+ (" + "|".join(SUFFIXES) + r"))\b"),
-    "status": re.compile(r"\b(" + "|".join(STATUSES) + r")\b"),
-    "amount": re.compile(r'(?:\$|"(?:total|amount|store_credit)": )(\d+)\b'),
+    "id": re.compile(r"\b(?P<value>[CTO]-\d{3})\b"),
+    "street": re.compile(r"\d+ (?P<value>[A-Z][a-z]+) (?:" + "|".join(SUFFIXES) + r")\b"),
+    "suffix": re.compile(r"\d+ (?P<key>[A-Z][a-z]+ (?P<value>" + "|".join(SUFFIXES) + r"))\b"),
+    "status": re.compile(r"\b(?P<value>" + "|".join(STATUSES) + r")\b"),
+    "amount": re.compile(r'(?:\$|"(?:total|amount|store_credit)": )(?P<value>\d+)\b'),
 }
 # The kinds a base build weights by default (`pretrain.copy_kinds`): a street's suffix came later,
 # when the demo's replicas were seen to write "Hill Lane" for "Hill Avenue" (docs/demo.md).
@@ -39,10 +39,11 @@ def copy_targets(
     """
     found = []
     for kind in kinds:
-        group = 2 if kind == "suffix" else 1
+        pattern = VALUE_PATTERNS[kind]
+        key = "key" if "key" in pattern.groupindex else "value"
         found += [
-            (match.start(group), match.end(group), kind, match.group(1))
-            for match in VALUE_PATTERNS[kind].finditer(text)
+            (match.start("value"), match.end("value"), kind, match.group(key))
+            for match in pattern.finditer(text)
         ]
     targets, seen = [], {}
     for start, end, kind, value in sorted(found):

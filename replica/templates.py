@@ -74,9 +74,14 @@ def read_chat_template(key: str) -> str:
     return (TRL_TEMPLATES / f"{key}.jinja").read_text(encoding="utf-8")
 
 
+def has_response_parser(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether tool calls can be read back from the tokenizer's output (TRL's parse_response)."""
+    return bool(getattr(tokenizer, "response_template", None) or getattr(tokenizer, "response_schema", None))
+
+
 def add_response_parser(tokenizer: PreTrainedTokenizerBase) -> None:
     """Attach TRL's tool-call response parser when the template family is known."""
-    if getattr(tokenizer, "response_template", None) or getattr(tokenizer, "response_schema", None):
+    if has_response_parser(tokenizer):
         return
     try:
         add_response_schema(tokenizer)

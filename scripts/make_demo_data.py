@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from replica.agents.envs.support_desk import SupportDesk  # noqa: E402
+from replica.copy_values import SUFFIXES  # noqa: E402
 
 SEED = 20261126
 SYSTEM = "You are a support agent at Acme. Resolve the ticket with the tools, then write the reply to the customer."
@@ -60,7 +61,6 @@ PRODUCTS = [
     ("tent", "sports"),
 ]
 STREETS = ["Elm", "Oak", "Maple", "Cedar", "Pine", "Birch", "Willow", "Hill", "Lake", "River"]
-SUFFIXES = ["Street", "Avenue", "Road", "Lane"]
 # The base corpus draws streets from a large pool (the demo's ten among them): with only ten
 # names a base can lower its loss by guessing (each name about 1 in 10) and never learns to read
 # the street from the conversation; the committed base of ten names copied none (docs/demo.md).

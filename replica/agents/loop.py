@@ -32,6 +32,7 @@ from replica.agents.cache_store import CacheStore
 from replica.agents.kv_cache import RowCache, cached_batch, row_caches, supports_row_caches
 from replica.agents.sandbox import STEP_LIMIT, Sandbox
 from replica.errors import UserError
+from replica.templates import has_response_parser
 
 # Why an episode ended.
 STOP_ANSWER = "answer"  # an assistant turn without tool calls: the final answer
@@ -245,7 +246,7 @@ def parse_turn(
 def _require_response_parser(tokenizer: PreTrainedTokenizerBase) -> None:
     """Stop before generating anything when no tool call could be read back from the output
     (replica.templates.add_response_parser found no parser for the model's chat template)."""
-    if not (getattr(tokenizer, "response_schema", None) or getattr(tokenizer, "response_template", None)):
+    if not has_response_parser(tokenizer):
         raise UserError(
             "the model's chat template has no known response parser, so its tool calls cannot be read; "
             "set model.chat_template to a TRL template family (e.g. qwen2_5) that the model was trained with"

@@ -94,8 +94,8 @@ def embedding_cosine(model, tokenizer, conversations: list[dict]) -> dict[str, f
     text = "\n".join(str(m.get("content") or "") for row in conversations for m in row["messages"])
     kinds = {
         "digit": list("0123456789"),
-        "street": sorted({f" {m.group(1)}" for m in VALUE_PATTERNS["street"].finditer(text)}),
-        "status": sorted({f" {m.group(1)}" for m in VALUE_PATTERNS["status"].finditer(text)}),
+        "street": sorted({f" {m.group('value')}" for m in VALUE_PATTERNS["street"].finditer(text)}),
+        "status": sorted({f" {m.group('value')}" for m in VALUE_PATTERNS["status"].finditer(text)}),
     }
     weights = model.get_input_embeddings().weight.detach().float().cpu()
     report = {}

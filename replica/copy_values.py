@@ -1,5 +1,5 @@
-"""The values a support-desk task copies from earlier in its conversation: ids, street names,
-order statuses and amounts, found by their characters so that a value counts whatever tokens
+"""The values a support-desk task copies from earlier in its conversation: ids, house numbers,
+street names and suffixes, order statuses and amounts, found by their characters so that a value counts whatever tokens
 spell it.
 
 Two readers: the copy gate (replica/eval/copy_gate.py) scores whether a base predicts these
@@ -18,6 +18,9 @@ SUFFIXES = ("Street", "Avenue", "Road", "Lane")  # a street's last word (scripts
 # one, what makes two of them the same value (the same suffix after another street name is no copy).
 VALUE_PATTERNS = {
     "id": re.compile(r"\b(?P<value>[CTO]-\d{3})\b"),
+    # A house number is the same value only on the same street ("14" of "14 Oak Road" is no copy
+    # of "14 Pine Lane"); scored whole, so a second digit guessed fails it.
+    "house": re.compile(r"(?<![\w-])(?P<key>(?P<value>\d+) [A-Z][a-z]+ (?:" + "|".join(SUFFIXES) + r"))\b"),
     "street": re.compile(r"\d+ (?P<value>[A-Z][a-z]+) (?:" + "|".join(SUFFIXES) + r")\b"),
     "suffix": re.compile(r"\d+ (?P<key>[A-Z][a-z]+ (?P<value>" + "|".join(SUFFIXES) + r"))\b"),
     "status": re.compile(r"\b(?P<value>" + "|".join(STATUSES) + r")\b"),

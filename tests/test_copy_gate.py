@@ -67,11 +67,13 @@ def test_copy_gate_counts_only_values_seen_before():
         at += len(piece)
     targets = copy_targets(text, offsets)
     # Second T-573 (tokens 16-19): digit by digit; the street spelled in two tokens counts as one
-    # value; the amount after "total": is the $45 reused. T-123 and "delayed" are first mentions.
+    # value, its house number "1" as another; the amount after "total": is the $45 reused. T-123
+    # and "delayed" are first mentions.
     assert targets == [
         ("T-digit1", [17], True),
         ("T-digit2", [18], True),
         ("T-digit3", [19], True),
+        ("house", [23], True),
         ("street", [24, 25], True),
         ("suffix", [26], True),
         ("amount", [30, 31], True),
@@ -79,8 +81,9 @@ def test_copy_gate_counts_only_values_seen_before():
 
 
 def test_a_street_suffix_counts_only_after_the_same_street_and_is_weighted_only_when_asked():
-    """`Road` after `Oak` is no copy of `Lake Road`; the base build's loss weights suffixes only when
-    `pretrain.copy_kinds` names them (earlier builds weighted street names alone)."""
+    """`Road` after `Oak` is no copy of `Lake Road`, nor `2` before it a house number's; the base
+    build's loss weights suffixes only when `pretrain.copy_kinds` names them (earlier builds
+    weighted street names alone)."""
     from replica.copy_values import copied_token_mask
 
     pieces = ["1", " Lake", " Road", ".", " 2", " Oak", " Road", ".", " 1", " Lake", " Road"]
@@ -89,7 +92,11 @@ def test_a_street_suffix_counts_only_after_the_same_street_and_is_weighted_only_
     for piece in pieces:
         offsets.append((at, at + len(piece)))
         at += len(piece)
-    assert copy_targets(text, offsets) == [("street", [9], True), ("suffix", [10], True)]
+    assert copy_targets(text, offsets) == [
+        ("house", [8], True),
+        ("street", [9], True),
+        ("suffix", [10], True),
+    ]
 
     class Pieces:  # a tokenizer whose token i decodes to pieces[i]
         def batch_decode(self, rows):
@@ -163,6 +170,10 @@ def test_gate_report_on_a_tiny_base_is_measured_cached_and_remeasured_for_new_we
     cached["kinds"]["street"]["copied"] = 0.5
     cache.write_text(json.dumps(cached))
     assert gate_base(tiny_base_dir, gate, cache)["kinds"]["street"]["copied"] == 0.5
+    # A report from before a kind of value was added (house numbers came later) is measured again.
+    cached["key"]["kinds"] = [kind for kind in cached["key"]["kinds"] if kind != "house"]
+    cache.write_text(json.dumps(cached))
+    assert gate_base(tiny_base_dir, gate, cache)["kinds"]["street"]["copied"] != 0.5
     other = tmp_path / "other_base"
     shutil.copytree(tiny_base_dir, other)
     weights = other / "model.safetensors"

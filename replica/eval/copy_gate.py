@@ -1,9 +1,9 @@
 """The copy gate: can a base copy what the support-desk tasks reuse, before any LoRA is trained?
 
 Teacher-forced on fresh conversations the base never trained on (`eval.copy_gate`, committed as
-data/demo/copy_gate.jsonl.gz), per kind of value: each id's digits by position, street names,
-the suffix that ends a street (Street, Avenue, Road, Lane),
-order statuses and amounts, wherever the value already appeared earlier in the conversation.
+data/demo/copy_gate.jsonl.gz), per kind of value: each id's digits by position, house numbers,
+street names, the suffix that ends a street (Street, Avenue, Road, Lane), order statuses and
+amounts, wherever the value already appeared earlier in the conversation.
 A value counts as copied when the model gives each of its true tokens a probability above one
 half. A replica cannot learn to reuse a value its base cannot copy, so `replica demo` prints this
 next to the base it uses (docs/demo.md, "The gate").
@@ -25,7 +25,7 @@ from replica.errors import UserError
 
 THRESHOLD = 0.95  # issue 12: every kind of value, first reuse included
 _ID_NAMES = {"C": "customer id", "O": "order id", "T": "ticket id"}
-_KIND_NAMES = {"street": "street name", "suffix": "street suffix"}
+_KIND_NAMES = {"house": "house number", "street": "street name", "suffix": "street suffix"}
 
 
 def read_conversations(path: str | Path) -> list[dict]:
@@ -118,9 +118,14 @@ def first_piece(tokenizer, value: str) -> str:
 
 def gate_base(base_dir: str | Path, conversations_path: str | Path, cache_path: Path | None = None) -> dict:
     """The gate's report for the base in `base_dir`, reused from `cache_path` while the base's
-    weights and the conversations are the ones it was measured on (sha256 of both)."""
+    weights, the conversations and the kinds of value are the ones it was measured on."""
     base_dir, conversations_path = Path(base_dir), Path(conversations_path)
-    key = {"weights": _weights_sha(base_dir), "conversations": sha256_file(conversations_path)}
+    # The kinds are part of the key: a report from before a kind was added must not pass for a new one.
+    key = {
+        "weights": _weights_sha(base_dir),
+        "conversations": sha256_file(conversations_path),
+        "kinds": sorted(VALUE_PATTERNS),
+    }
     if cache_path is not None and cache_path.is_file():
         cached = read_json(cache_path)
         if cached.get("key") == key:

@@ -1,6 +1,6 @@
 """The values a support-desk task copies from earlier in its conversation: ids, house numbers,
-street names and suffixes, order statuses and amounts, found by their characters so that a value counts whatever tokens
-spell it.
+street names and suffixes, order statuses and amounts, found by their characters so that a value
+counts whatever tokens spell it.
 
 Two readers: the copy gate (replica/eval/copy_gate.py) scores whether a base predicts these
 tokens, and a base build with `pretrain.copy_weight` (replica/bases/tiny.py) weights them in its
@@ -14,15 +14,17 @@ from collections.abc import Iterable
 
 STATUSES = ("delayed", "shipped", "delivered")  # an order's status words (scripts/make_demo_data.py)
 SUFFIXES = ("Street", "Avenue", "Road", "Lane")  # a street's last word (scripts/make_demo_data.py)
+_NAME = r"[A-Z][a-z]+"  # a street's name, as in "14 Pine Lane"
+_SUFFIX = "(?:" + "|".join(SUFFIXES) + ")"
 # Every kind of value a task reuses: group `value` is what is scored; group `key`, where there is
 # one, what makes two of them the same value (the same suffix after another street name is no copy).
 VALUE_PATTERNS = {
     "id": re.compile(r"\b(?P<value>[CTO]-\d{3})\b"),
     # A house number is the same value only on the same street ("14" of "14 Oak Road" is no copy
     # of "14 Pine Lane"); scored whole, so a second digit guessed fails it.
-    "house": re.compile(r"(?<![\w-])(?P<key>(?P<value>\d+) [A-Z][a-z]+ (?:" + "|".join(SUFFIXES) + r"))\b"),
-    "street": re.compile(r"\d+ (?P<value>[A-Z][a-z]+) (?:" + "|".join(SUFFIXES) + r")\b"),
-    "suffix": re.compile(r"\d+ (?P<key>[A-Z][a-z]+ (?P<value>" + "|".join(SUFFIXES) + r"))\b"),
+    "house": re.compile(rf"(?<![\w-])(?P<key>(?P<value>\d+) {_NAME} {_SUFFIX})\b"),
+    "street": re.compile(rf"\d+ (?P<value>{_NAME}) {_SUFFIX}\b"),
+    "suffix": re.compile(rf"\d+ (?P<key>{_NAME} (?P<value>{_SUFFIX}))\b"),
     "status": re.compile(r"\b(?P<value>" + "|".join(STATUSES) + r")\b"),
     "amount": re.compile(r'(?:\$|"(?:total|amount|store_credit)": )(?P<value>\d+)\b'),
 }

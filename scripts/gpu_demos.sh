@@ -93,8 +93,9 @@ bases() {
     # statuses the same token in JSON and prose, reused values weighted 10x, digits held apart;
     # about 3 h on a 2-core CPU) with a street's suffix weighted too (the committed base copies
     # every value but the suffix; at 1,200 steps on CPU this one copied the suffix and lost a
-    # ticket id's inner digits: docs/demo.md), then as committed, then the first at twice the steps; the 540 s budget ends the list wherever it is, every finished
-    # candidate is gated in candidates.jsonl, the first that passes is base.tgz.
+    # ticket id's inner digits: docs/demo.md), then as committed, then the first at twice the
+    # steps; the 540 s budget ends the list wherever it is, every finished candidate is gated in
+    # candidates.jsonl, the first that passes is base.tgz.
     local SUFFIX="pretrain.copy_kinds=[id,street,suffix,status,amount]"
     export PYTHONPATH="$SITE:$PWD"
     timeout 540 "$PY" scripts/base_candidates.py --out "$OUT/candidates.jsonl" --cache-dir /tmp/cand --export /tmp/pass \

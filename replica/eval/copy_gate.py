@@ -92,10 +92,9 @@ def embedding_cosine(model, tokenizer, conversations: list[dict]) -> dict[str, f
     import torch
 
     text = "\n".join(str(m.get("content") or "") for row in conversations for m in row["messages"])
-    kinds = {
-        "digit": list("0123456789"),
-        "street": sorted({f" {m.group('value')}" for m in VALUE_PATTERNS["street"].finditer(text)}),
-        "status": sorted({f" {m.group('value')}" for m in VALUE_PATTERNS["status"].finditer(text)}),
+    kinds = {"digit": list("0123456789")} | {
+        kind: sorted({f" {m.group('value')}" for m in VALUE_PATTERNS[kind].finditer(text)})
+        for kind in ("street", "status")
     }
     weights = model.get_input_embeddings().weight.detach().float().cpu()
     report = {}

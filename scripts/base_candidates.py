@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     print("=== side by side (copied / at first reuse)")
     for result in results:
         rows = summary_rows(result["gate"])
-        cells = "; ".join(f"{name} {copied.split(' of ')[0]}/{first}" for name, copied, first, _ in rows)
+        cells = "; ".join(f"{name} {copied.split(' of ')[0]}/{first}" for name, copied, first, _, _ in rows)
         print(f"{result['candidate']}  [{result['build_seconds']} s]  {cells}")
 
 

@@ -106,6 +106,8 @@ def test_a_street_suffix_counts_only_after_the_same_street_and_is_weighted_only_
     assert [i for i, m in enumerate(copied_token_mask(Pieces(), ids)) if m] == [9]
     weighted = copied_token_mask(Pieces(), ids, kinds=["street", "suffix"])
     assert [i for i, m in enumerate(weighted) if m] == [9, 10]
+    weighted = copied_token_mask(Pieces(), ids, kinds=["house", "suffix"])
+    assert [i for i, m in enumerate(weighted) if m] == [8, 10]
 
 
 def test_copy_gate_measures_how_alike_the_values_embeddings_are():
@@ -162,6 +164,10 @@ def test_gate_report_on_a_tiny_base_is_measured_cached_and_remeasured_for_new_we
     assert {"C-digit1", "O-digit1", "street"} <= set(report["kinds"])
     for figures in report["kinds"].values():
         assert figures["n"] >= figures["first_n"] and 0 <= figures["copied"] <= 1
+        # The mean lowest true-token probability at first reuse: a copied value's is above one half.
+        assert figures["first_p"] is None or 0 <= figures["first_p"] <= 1
+        if figures["first_reuse"] == 1.0:
+            assert figures["first_p"] > 0.5
     assert report["passed"] is False  # a few steps of pretraining copy nothing reliably
     assert "digit" in report["embedding_cosine"]
 
@@ -192,12 +198,15 @@ def test_format_report_names_each_kind_and_the_verdict():
         "threshold": 0.95,
         "passed": False,
         "kinds": {
-            "T-digit2": {"n": 123, "copied": 0.67, "first_reuse": 0.0, "first_n": 41},
-            "street": {"n": 85, "copied": 0.96, "first_reuse": 0.97, "first_n": 28},
+            "T-digit2": {"n": 123, "copied": 0.67, "first_reuse": 0.0, "first_n": 41, "first_p": 0.1},
+            "street": {"n": 85, "copied": 0.96, "first_reuse": 0.97, "first_n": 28},  # an older report
         },
     }
     text = format_report(report)
-    assert "ticket id, digit 2" in text and "67% of 123" in text and "first reuse    0%   below 95%" in text
+    assert "ticket id, digit 2" in text and "67% of 123" in text
+    # A uniform guess among ten digits (p 0.10) shows as such beside its 0%.
+    assert "first reuse    0% (p 0.10)   below 95%" in text
+    assert "first reuse   97% (p    -)" in text
     assert "street" in text and text.splitlines()[2].endswith("ok")
     assert "gate NOT passed" in text
 

@@ -94,11 +94,11 @@ class PretrainConfig(BaseModel):
         "names, statuses, amounts: replica/copy_values.py) against 1 for every other token: the few "
         "tokens only the context predicts, so copying is taught on purpose (replica/bases/copy_loss.py).",
     )
-    copy_kinds: list[Literal["id", "street", "suffix", "status", "amount"]] = Field(
+    copy_kinds: list[Literal["id", "house", "street", "suffix", "status", "amount"]] = Field(
         list(DEFAULT_COPY_KINDS),
         min_length=1,
-        description="The kinds of value `copy_weight` weights (replica/copy_values.py): ids, street "
-        "names, a street's suffix (Street, Avenue, Road, Lane), statuses, amounts.",
+        description="The kinds of value `copy_weight` weights (replica/copy_values.py): ids, house "
+        "numbers, street names, a street's suffix (Street, Avenue, Road, Lane), statuses, amounts.",
     )
 
 

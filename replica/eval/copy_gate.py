@@ -5,7 +5,9 @@ data/demo/copy_gate.jsonl.gz), per kind of value: each id's digits by position, 
 street names, the suffix that ends a street (Street, Avenue, Road, Lane), order statuses and
 amounts, wherever the value already appeared earlier in the conversation.
 A value counts as copied when the model gives each of its true tokens a probability above one
-half. A replica cannot learn to reuse a value its base cannot copy, so `replica demo` prints this
+half; the report also gives, per kind, the mean of each first reuse's lowest true-token
+probability, which tells a uniform guess (0.10 for a digit, 0.25 for a suffix) from a copy that
+is forming, where the share copied is 0% for both. A replica cannot learn to reuse a value its base cannot copy, so `replica demo` prints this
 next to the base it uses (docs/demo.md, "The gate").
 
 The report also gives, per kind of value, the mean cosine similarity between the values' input
@@ -24,6 +26,7 @@ from replica.copy_values import VALUE_PATTERNS, copy_targets
 from replica.errors import UserError
 
 THRESHOLD = 0.95  # issue 12: every kind of value, first reuse included
+REPORT_VERSION = 2
 _ID_NAMES = {"C": "customer id", "O": "order id", "T": "ticket id"}
 _KIND_NAMES = {"house": "house number", "street": "street name", "suffix": "street suffix"}
 
@@ -43,6 +46,7 @@ def measure(model, tokenizer, conversations: list[dict]) -> dict[str, Any]:
 
     hits: dict[str, list[bool]] = defaultdict(list)
     firsts: dict[str, list[bool]] = defaultdict(list)
+    first_probs: dict[str, list[float]] = defaultdict(list)
     device = next(model.parameters()).device
     for row in conversations:
         text = tokenizer.apply_chat_template(row["messages"], tools=row.get("tools"), tokenize=False)
@@ -55,16 +59,20 @@ def measure(model, tokenizer, conversations: list[dict]) -> dict[str, Any]:
         targets = torch.tensor(ids[1:], device=logits.device)[:, None]
         true_prob = torch.softmax(logits, -1).gather(-1, targets)[:, 0].tolist()
         for kind, indices, first in copy_targets(text, encoded["offset_mapping"]):
-            copied = all(true_prob[i - 1] > 0.5 for i in indices)
-            hits[kind].append(copied)
+            lowest = min(true_prob[i - 1] for i in indices)
+            hits[kind].append(lowest > 0.5)
             if first:
-                firsts[kind].append(copied)
+                firsts[kind].append(lowest > 0.5)
+                first_probs[kind].append(lowest)
     kinds = {
         kind: {
             "n": len(v),
             "copied": _rate(v),
             "first_reuse": _rate(firsts[kind]),
             "first_n": len(firsts[kind]),
+            "first_p": round(sum(first_probs[kind]) / len(first_probs[kind]), 3)
+            if first_probs[kind]
+            else None,
         }
         for kind, v in sorted(hits.items())
     }
@@ -119,8 +127,10 @@ def gate_base(base_dir: str | Path, conversations_path: str | Path, cache_path: 
     """The gate's report for the base in `base_dir`, reused from `cache_path` while the base's
     weights, the conversations and the kinds of value are the ones it was measured on."""
     base_dir, conversations_path = Path(base_dir), Path(conversations_path)
-    # The kinds are part of the key: a report from before a kind was added must not pass for a new one.
+    # The kinds are part of the key: a report from before a kind was added must not pass for a new
+    # one; so is the report's version (2: `first_p`), so an older report is measured again.
     key = {
+        "report": REPORT_VERSION,
         "weights": _weights_sha(base_dir),
         "conversations": sha256_file(conversations_path),
         "kinds": sorted(VALUE_PATTERNS),
@@ -149,24 +159,26 @@ def _weights_sha(base_dir: Path) -> str:
     return ",".join(sha256_file(path) for path in files)
 
 
-def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(value, copied, at first reuse, verdict) per kind, ids named for a reader."""
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(value, copied, at first reuse, mean p(true) at first reuse, verdict) per kind, ids named
+    for a reader."""
     rows = []
     for kind, figures in report["kinds"].items():
         name = _KIND_NAMES.get(kind, kind)
         if "digit" in kind:
             name = f"{_ID_NAMES.get(kind[0], kind[:2])}, digit {kind[-1]}"
         first = "-" if figures["first_reuse"] is None else f"{figures['first_reuse']:.0%}"
+        p_first = "-" if figures.get("first_p") is None else f"{figures['first_p']:.2f}"
         verdict = "ok" if _worst(figures) >= report["threshold"] else f"below {report['threshold']:.0%}"
-        rows.append((name, f"{figures['copied']:.0%} of {figures['n']}", first, verdict))
+        rows.append((name, f"{figures['copied']:.0%} of {figures['n']}", first, p_first, verdict))
     return rows
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The gate as a few lines for a terminal: one per kind of value, then the verdict."""
     lines = [f"copy gate on {report['conversations']} conversations the base never saw:"]
-    for name, copied, first, verdict in summary_rows(report):
-        lines.append(f"  {name:<22} {copied:>10}   first reuse {first:>5}   {verdict}")
+    for name, copied, first, p_first, verdict in summary_rows(report):
+        lines.append(f"  {name:<22} {copied:>10}   first reuse {first:>5} (p {p_first:>4})   {verdict}")
     passed = "passed" if report["passed"] else "NOT passed"
     lines.append(
         f"  gate {passed}: every kind at least {report['threshold']:.0%}"

@@ -238,6 +238,10 @@ class RunConfig(Section):
     dpo: DpoConfig = Field(default_factory=DpoConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     source: str | None = Field(None, description="File this config was loaded from (set by the loader).")
+    # Not part of the dump (and so of no hash): the resolved values are; this says how they came.
+    overrides: list[str] = Field(
+        default_factory=list, exclude=True, description="The --set overrides applied (set by the loader)."
+    )
 
     @model_validator(mode="after")
     def _combinations(self) -> RunConfig:
@@ -278,6 +282,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         _set_path(raw, key.split("."), value)
         origin[key] = "--set"
     raw["source"] = str(path)
+    raw["overrides"] = list(overrides or [])
     _resolve_relative_paths(raw, path.parent)
     try:
         return RunConfig.model_validate(raw)
@@ -427,7 +432,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
             model = annotation
         else:
             break
-    return sorted(name for name in model.model_fields if name != "source")
+    return sorted(name for name in model.model_fields if name not in ("source", "overrides"))
 
 
 def dump_config(config: RunConfig) -> str:

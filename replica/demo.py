@@ -147,6 +147,7 @@ def _write_summary(config: RunConfig, result: DemoResult) -> None:
         config.run_dir / "demo.json",
         {
             "config": config.source,
+            "overrides": config.overrides,  # --set: the figures are of the config as overridden
             "finished_at": utc_now(),
             "seconds": result.timings,
             "cross_success": _by_replica(cross),

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from replica.cli import main
 from replica.config import ConfigError, dump_config, load_config
@@ -27,6 +28,16 @@ def test_defaults_yaml_and_set_precedence(tmp_path):
     assert config.lora.r == 8
     assert config.dpo.beta == 0.1  # default
     assert config.model.name_or_path == "org/base"  # inherited
+
+
+def test_set_overrides_are_recorded_but_hash_as_their_values(tmp_path):
+    """A run's report and demo.json say which --set made its figures; the resolved dump (what
+    every hash is of) holds the values only, so a --set equal to the YAML changes no hash."""
+    path = write(tmp_path / "run.yaml", "model: {name_or_path: org/base}\nsft: {epochs: 3}\n")
+    plain, overridden = load_config(path), load_config(path, ["sft.epochs=3"])
+    assert plain.overrides == [] and overridden.overrides == ["sft.epochs=3"]
+    assert dump_config(plain) == dump_config(overridden)
+    assert "overrides" not in yaml.safe_load(dump_config(overridden))
 
 
 def test_unknown_key_names_file_and_key(tmp_path):

@@ -207,6 +207,12 @@ def test_fidelity_and_provenance_are_in_the_report(eval_run):
     own = next(e for e in report["results"] if (e["contributor"], e["stage"]) == ("ann", "dpo"))
     assert cross["matrix"]["ann"]["ann"] == own["success"]
     assert "Success on each contributor's tasks" in markdown
+    # A run made with --set says so where its config is named.
+    assert report["config_overrides"] == [] and "--set" not in markdown
+    from replica.eval.report import render_markdown
+
+    overridden = render_markdown(report | {"config_overrides": ["sft.epochs=3"]})
+    assert f"- config: `{report['config_source']} --set sft.epochs=3`" in overridden
     for name in ("success.png", "fidelity.png", "cross_success.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -107,7 +107,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         best = [r for r, ok in cross["own_tasks_best"].items() if ok]
         lines += ["", f"Replicas best on their own contributor's tasks: {len(best)}/{len(replicas)}"]
     lines += ["", "## Provenance", ""]
-    lines += [f"- config: `{report['config_source']}` (sha256 `{report['config_hash'][:16]}`)"]
+    overrides = "".join(f" --set {item}" for item in report.get("config_overrides") or [])
+    lines += [f"- config: `{report['config_source']}{overrides}` (sha256 `{report['config_hash'][:16]}`)"]
     lines += [f"- base: `{report['base']['path']}`"]
     for label, adapter in report["adapters"].items():
         lines += [f"- {label}: `{adapter['path']}` (sha256 `{adapter['sha256'][:16]}`)"]

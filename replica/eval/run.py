@@ -217,6 +217,7 @@ def build_report(
     return {
         "run_name": config.run_name,
         "config_source": config.source,
+        "config_overrides": config.overrides,
         "config_hash": sha256_text(resolved),
         "config": config.model_dump(mode="json"),
         "base": {"path": base_path, "revision": config.model.revision},

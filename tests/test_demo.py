@@ -17,12 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_BASE = ROOT / "data" / "demo" / "base"
 
 
-def test_committed_base_is_the_build_of_configs_demo_base():
-    config = load_build_config(ROOT / "configs" / "demo_base.yaml")
-    manifest = json.loads((DEMO_BASE / "manifest.json").read_text())
+@pytest.mark.parametrize(
+    ("config_name", "folder"), [("demo_base", "base"), ("demo_base_scratch", "base_scratch")]
+)
+def test_committed_bases_are_the_builds_of_their_configs(config_name, folder):
+    """The demo base (stage 2) and the base it continues from (stage 1, its `init_from`): each
+    committed build's key is its config's, so an edit to either config retrains instead."""
+    config = load_build_config(ROOT / "configs" / f"{config_name}.yaml")
+    committed = ROOT / "data" / "demo" / folder
+    manifest = json.loads((committed / "manifest.json").read_text())
     assert manifest["key"] == build_key(config)
     assert set(manifest["files"]) >= {"model.safetensors", "tokenizer.json", "config.json", "build.json"}
-    assert sum(p.stat().st_size for p in DEMO_BASE.iterdir()) <= 25 * 2**20
+    assert sum(p.stat().st_size for p in committed.iterdir()) <= 25 * 2**20
+    if config.init_from:
+        assert Path(config.init_from).resolve() == ROOT / "data" / "demo" / "base_scratch"
 
 
 def test_demo_tokenizer_gives_a_value_the_same_tokens_in_text_and_in_json():
@@ -109,13 +117,14 @@ def test_reduced_demo_end_to_end_replica_beats_base_and_does_its_own_tasks_best(
 
 @pytest.mark.slow
 def test_reduced_demo_base_builds_end_to_end_from_the_demo_config(tmp_path):
-    """configs/demo_base.yaml on 60 neutral conversations, a smaller model and 4 steps: the real builder."""
+    """configs/demo_base_scratch.yaml (stage 1 of the demo base) on 60 neutral conversations, a
+    smaller model and 4 steps: the real builder."""
     from transformers import AutoModelForCausalLM
 
     from replica.bases.tiny import ensure_base
     from replica.model import load_tokenizer
 
-    raw = yaml.safe_load((ROOT / "configs" / "demo_base.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "configs" / "demo_base_scratch.yaml").read_text())
     corpus = tmp_path / "corpus.jsonl"
     lines = (
         gzip.decompress((ROOT / "data" / "demo" / "base_corpus.jsonl.gz").read_bytes())

@@ -41,7 +41,7 @@ def test_a_reduced_candidate_is_built_gated_and_written_as_one_line(tmp_path):
     corpus = _first_lines(ROOT / "data" / "demo" / "base_corpus.jsonl.gz", tmp_path / "corpus.jsonl", 40)
     gate = _first_lines(ROOT / "data" / "demo" / "copy_gate.jsonl.gz", tmp_path / "gate.jsonl", 2)
     spec = (
-        f"{ROOT / 'configs' / 'demo_base.yaml'}:corpus=[{corpus}],vocab_size=500,hidden_size=32,"
+        f"{ROOT / 'configs' / 'demo_base_scratch.yaml'}:corpus=[{corpus}],vocab_size=500,hidden_size=32,"
         "intermediate_size=64,pretrain.steps=2,pretrain.batch_size=4"
     )
     out = tmp_path / "candidates.jsonl"

@@ -7,8 +7,8 @@ amounts, wherever the value already appeared earlier in the conversation.
 A value counts as copied when the model gives each of its true tokens a probability above one
 half; the report also gives, per kind, the mean of each first reuse's lowest true-token
 probability, which tells a uniform guess (0.10 for a digit, 0.25 for a suffix) from a copy that
-is forming, where the share copied is 0% for both. A replica cannot learn to reuse a value its base cannot copy, so `replica demo` prints this
-next to the base it uses (docs/demo.md, "The gate").
+is forming, where the share copied is 0% for both. A replica cannot learn to reuse a value its
+base cannot copy, so `replica demo` prints this next to the base it uses (docs/demo.md, "The gate").
 
 The report also gives, per kind of value, the mean cosine similarity between the values' input
 embeddings: a kind whose values were never predictable in training collapses toward one vector

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from replica.artifacts import (
     atomic_directory,
@@ -30,7 +30,7 @@ from replica.artifacts import (
 )
 from replica.bases.fixed_digits import fix_digit_embeddings
 from replica.config import ModelConfig
-from replica.copy_values import DEFAULT_COPY_KINDS
+from replica.copy_values import DEFAULT_COPY_KINDS, VALUE_PATTERNS
 from replica.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -94,12 +94,21 @@ class PretrainConfig(BaseModel):
         "names, statuses, amounts: replica/copy_values.py) against 1 for every other token: the few "
         "tokens only the context predicts, so copying is taught on purpose (replica/bases/copy_loss.py).",
     )
-    copy_kinds: list[Literal["id", "house", "street", "suffix", "status", "amount"]] = Field(
+    copy_kinds: list[str] = Field(
         list(DEFAULT_COPY_KINDS),
         min_length=1,
-        description="The kinds of value `copy_weight` weights (replica/copy_values.py): ids, house "
-        "numbers, street names, a street's suffix (Street, Avenue, Road, Lane), statuses, amounts.",
+        description="The kinds of value `copy_weight` weights: any of replica/copy_values.py's "
+        "VALUE_PATTERNS (ids, house numbers, street names, a street's suffix, statuses, amounts).",
     )
+
+    @field_validator("copy_kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: list[str]) -> list[str]:
+        # The patterns are the one list of kinds: a kind added there is weightable here too.
+        unknown = [kind for kind in kinds if kind not in VALUE_PATTERNS]
+        if unknown:
+            raise ValueError(f"unknown kind(s) {unknown}: expected some of {sorted(VALUE_PATTERNS)}")
+        return kinds
 
 
 class BaseBuildConfig(BaseModel):

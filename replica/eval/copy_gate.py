@@ -60,19 +60,18 @@ def measure(model, tokenizer, conversations: list[dict]) -> dict[str, Any]:
         true_prob = torch.softmax(logits, -1).gather(-1, targets)[:, 0].tolist()
         for kind, indices, first in copy_targets(text, encoded["offset_mapping"]):
             lowest = min(true_prob[i - 1] for i in indices)
-            hits[kind].append(lowest > 0.5)
+            copied = lowest > 0.5
+            hits[kind].append(copied)
             if first:
-                firsts[kind].append(lowest > 0.5)
+                firsts[kind].append(copied)
                 first_probs[kind].append(lowest)
     kinds = {
         kind: {
             "n": len(v),
-            "copied": _rate(v),
-            "first_reuse": _rate(firsts[kind]),
+            "copied": _mean(v),
+            "first_reuse": _mean(firsts[kind]),
             "first_n": len(firsts[kind]),
-            "first_p": round(sum(first_probs[kind]) / len(first_probs[kind]), 3)
-            if first_probs[kind]
-            else None,
+            "first_p": _mean(first_probs[kind]),
         }
         for kind, v in sorted(hits.items())
     }
@@ -85,7 +84,7 @@ def measure(model, tokenizer, conversations: list[dict]) -> dict[str, Any]:
     }
 
 
-def _rate(values: list[bool]) -> float | None:
+def _mean(values: list[bool] | list[float]) -> float | None:
     return round(sum(values) / len(values), 3) if values else None
 
 
